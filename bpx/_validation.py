@@ -1,0 +1,147 @@
+"""Checks on user input, turning bad input into one clear error.
+
+Every error names the argument, what was expected and what was given. Conversions that are
+allowed (integers and booleans to the network's float dtype) are done here, once, so the
+math never sees anything but finite float arrays of the right shape.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import array_api_compat
+import numpy as np
+
+from bpx.backend import Backend, to_host
+
+
+def _kind(x) -> str:
+    """'bool', 'int', 'float', 'complex' or 'other' for any array-like's dtype."""
+    if isinstance(x, np.ndarray):
+        k = x.dtype.kind
+        return {"b": "bool", "i": "int", "u": "int", "f": "float", "c": "complex"}.get(k, "other")
+    ns = array_api_compat.array_namespace(x)
+    for kind, spec in (("bool", "bool"), ("int", "integral"), ("float", "real floating"),
+                       ("complex", "complex floating")):
+        if ns.isdtype(x.dtype, spec):
+            return kind
+    return "other"
+
+
+def as_array(x, name: str):
+    """``x`` as an array of its own library, or a NumPy array for lists and scalars."""
+    if x is None:
+        msg = f"{name} must be an array, got None"
+        raise TypeError(msg)
+    if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged lists and the like
+        msg = f"{name} must be a rectangular numeric array, got {type(x).__name__} ({exc})"
+        raise ValueError(msg) from None
+
+
+def check_features(X, be: Backend, dtype: str, *, name: str = "X",
+                   n_features: int | None = None):
+    """Validate a feature matrix and put it on ``be``'s device as ``dtype``.
+
+    Parameters
+    ----------
+    X : array-like, shape (m, n_features)
+        NumPy, CuPy, torch, JAX, array-api-strict array or nested list. Integer and boolean
+        dtypes are cast to ``dtype`` (booleans as 0/1); complex, string and object arrays
+        are refused.
+    n_features : int, optional
+        The width the network expects.
+
+    Returns
+    -------
+    array on ``be.device``, shape (m, n_features), dtype ``dtype``
+    """
+    X = as_array(X, name)
+    kind = _kind(X)
+    if kind == "complex":
+        msg = f"{name} must be real-valued; got complex dtype {X.dtype}"
+        raise TypeError(msg)
+    if kind == "other":
+        msg = (f"{name} must be numeric (float, int or bool); got dtype {X.dtype}. "
+               "Encode strings or categories as numbers first.")
+        raise TypeError(msg)
+    if X.ndim != 2:
+        hint = (" Use X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample."
+                if X.ndim == 1 else "")
+        msg = (f"{name} must be 2-D with shape (n_samples, n_features); "
+               f"got {X.ndim}-D shape {tuple(X.shape)}.{hint}")
+        raise ValueError(msg)
+    m, n = X.shape
+    if m == 0 or n == 0:
+        msg = f"{name} must have at least one sample and one feature; got shape {(m, n)}"
+        raise ValueError(msg)
+    if n_features is not None and n != n_features:
+        msg = (f"{name} has {n} features per sample, but the network's input layer has "
+               f"{n_features}; got shape {(m, n)}")
+        raise ValueError(msg)
+    xp = be.xp
+    if kind == "bool":
+        X = to_host(X).astype(np.uint8) if not _in_namespace(X, xp) else xp.astype(X, xp.uint8)
+    Xd = be.asarray(X, dtype=be.dtype(dtype))
+    if kind == "float" or kind == "int":
+        finite = bool(be.to_host(xp.all(xp.isfinite(Xd))))
+        if not finite:
+            where = "contains NaN or infinity"
+            if kind == "float" and _finite_before_cast(X):
+                where = f"overflows {dtype} (values beyond ±{float(xp.finfo(Xd.dtype).max):.3g})"
+            msg = f"{name} {where}; every value must be finite"
+            raise ValueError(msg)
+    return Xd
+
+
+def _in_namespace(x, xp) -> bool:
+    try:
+        return array_api_compat.array_namespace(x) is xp
+    except TypeError:
+        return False
+
+
+def _finite_before_cast(X) -> bool:
+    return bool(np.all(np.isfinite(to_host(X))))
+
+
+def check_targets_host(y, name: str = "y") -> np.ndarray:
+    """``y`` as a host NumPy array (labels may be strings, so they live on the host)."""
+    y = to_host(as_array(y, name))
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    return y
+
+
+def check_lengths(X, y, *, names=("X", "y")) -> None:
+    if X.shape[0] != y.shape[0]:
+        msg = (f"{names[0]} and {names[1]} must have the same number of samples; "
+               f"got {X.shape[0]} and {y.shape[0]}")
+        raise ValueError(msg)
+
+
+def check_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
+    """Class labels: 1-D, no NaN; any hashable, sortable kind (ints, strings)."""
+    if y.ndim != 1:
+        msg = f"{name} must be 1-D class labels of shape (n_samples,); got shape {y.shape}"
+        raise ValueError(msg)
+    if y.dtype.kind == "c":
+        msg = f"{name} must not be complex; got dtype {y.dtype}"
+        raise TypeError(msg)
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        msg = f"{name} contains NaN or infinity; class labels must be finite"
+        raise ValueError(msg)
+    if y.dtype.kind == "O" and any(v is None for v in y):
+        msg = f"{name} contains None; every sample needs a label"
+        raise ValueError(msg)
+    return y
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        msg = f"{name} must be an integer >= {minimum}, got {value!r}"
+        raise ValueError(msg)
+    return int(value)

@@ -1,0 +1,418 @@
+"""The backend seam: the only module that names numpy, cupy, torch, jax or array-api-strict.
+
+`resolve(backend)` turns a user's choice into a :class:`Backend`: the Array API namespace
+``xp`` the math runs on, the device arrays live on, and the few operations that cannot be
+written against the standard (moving arrays to the host, synchronizing a device, in-place
+fast paths). Everything in ``activations``, ``losses``, ``backprop`` and ``optimizers`` only
+ever sees ``xp`` and the :class:`Ops` object defined here.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import types
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from bpx.exceptions import BackendFallbackWarning, BackendUnavailableError, suggest
+
+#: Names accepted by ``backend=``; ``"auto"`` and ``None`` are resolved to one of them.
+BACKENDS = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+_ALIASES = {"np": "numpy", "cp": "cupy", "pytorch": "torch", "strict": "array_api_strict",
+            "array-api-strict": "array_api_strict", "jax.numpy": "jax"}
+_DTYPES = ("float32", "float64")
+
+
+# --------------------------------------------------------------------------------------
+# Probing: is a backend importable, and (for CUDA) does a kernel actually run?
+# --------------------------------------------------------------------------------------
+@functools.cache
+def probe(name: str) -> tuple[bool, str]:
+    """Check once whether backend ``name`` can run here; never raises.
+
+    Returns ``(usable, reason)``; ``reason`` says why not (or what was found).
+    For CuPy, "usable" means: it imports, ``getDeviceCount() > 0``, and a tiny GEMM
+    and an element-wise kernel run and give the right answer.
+    """
+    try:
+        if name == "numpy":
+            return True, f"numpy {np.__version__}"
+        if name == "cupy":
+            return _probe_cupy()
+        if name == "torch":
+            torch = importlib.import_module("torch")
+            return True, f"torch {torch.__version__}"
+        if name == "jax":
+            jax = importlib.import_module("jax")
+            return True, f"jax {jax.__version__}"
+        if name == "array_api_strict":
+            mod = importlib.import_module("array_api_strict")
+            return True, f"array_api_strict {mod.__version__}"
+    except Exception as exc:  # probe must never raise: keep the reason instead
+        return False, f"{name} is not importable: {type(exc).__name__}: {exc}"
+    return False, f"unknown backend {name!r}"
+
+
+def _probe_cupy() -> tuple[bool, str]:
+    try:
+        cp = importlib.import_module("cupy")
+    except Exception as exc:
+        return False, f"cupy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"no CUDA device usable by cupy ({type(exc).__name__}: {exc})"
+    if n < 1:
+        return False, "cupy found no CUDA device (getDeviceCount() == 0)"
+    try:
+        a = cp.arange(6, dtype=cp.float32).reshape(2, 3)
+        g = a @ a.T  # a GEMM (cuBLAS)
+        e = cp.maximum(a, 2.0) * 2.0  # an element-wise kernel (NVRTC compiles it)
+        ok = float(g[1, 1]) == 50.0 and float(e[0, 0]) == 4.0
+        cp.cuda.Device().synchronize()
+    except Exception as exc:
+        return False, f"a CUDA kernel failed to run ({type(exc).__name__}: {exc})"
+    if not ok:
+        return False, "a CUDA test kernel gave a wrong result"
+    name = cp.cuda.runtime.getDeviceProperties(0)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    return True, f"cupy {cp.__version__} on {name}"
+
+
+def available() -> dict[str, tuple[bool, str]]:
+    """``{backend name: (usable, reason)}`` for every backend bpx knows."""
+    return {name: probe(name) for name in BACKENDS}
+
+
+# --------------------------------------------------------------------------------------
+# Ops: the operations that are not (or not efficiently) expressible in the standard
+# --------------------------------------------------------------------------------------
+class Ops:
+    """Portable operations, written against the Array API only.
+
+    Backends whose arrays are mutable override the update helpers with in-place versions
+    (:class:`InplaceOps`); those are tested against these reference versions. Every method
+    returns its result, so callers write ``W = ops.sub_scaled(W, dW, lr)`` and the same
+    line works for immutable arrays (JAX) and in-place ones.
+    """
+
+    inplace = False
+
+    def __init__(self, xp: Any):
+        self.xp = xp
+
+    def sub_scaled(self, w, g, lr: float):
+        """``w - lr * g``. In-place versions overwrite ``w``, and ``g`` when ``lr != 1``."""
+        return w - lr * g
+
+    def axpby(self, a: float, x, b: float, y):
+        """``a * x + b * y``. In-place versions may overwrite ``x``."""
+        return a * x + b * y
+
+    def adam(self, w, g, m, v, lr: float, beta1: float, beta2: float, eps: float,
+             c1: float, c2: float, decay: float):
+        """One Adam step; returns ``(w, m, v)``.
+
+        ``c1 = 1 - beta1**t`` and ``c2 = 1 - beta2**t`` are the bias corrections; ``decay``
+        is decoupled (AdamW) weight decay already multiplied by ``lr`` (0 for plain Adam).
+        """
+        xp = self.xp
+        m = beta1 * m + (1.0 - beta1) * g
+        v = beta2 * v + (1.0 - beta2) * (g * g)
+        step = (lr / c1) * m / (xp.sqrt(v / c2) + eps)
+        if decay:
+            w = w - decay * w
+        return w - step, m, v
+
+    def relu(self, z):
+        """``max(z, 0)``. In-place versions overwrite ``z``."""
+        return self.xp.where(z > 0, z, self.xp.zeros_like(z))
+
+    def linear(self, a, w, b):
+        """``a @ w.T + b``: one layer's ``z``, shape (m, n_l)."""
+        return a @ w.mT + b
+
+    def relu_backward(self, g, a):
+        """``g ⊙ 1[a > 0]``: ReLU's σ' applied through its saved output."""
+        return self.xp.where(a > 0, g, self.xp.zeros_like(g))
+
+
+class InplaceOps(Ops):
+    """NumPy-style in-place versions (NumPy and CuPy share ufunc ``out=`` semantics).
+
+    They save the weight-sized temporaries that ``w - lr * g`` makes, which cost 11-35 % of
+    a training step on CPU (DESIGN.md, performance notes).
+    """
+
+    inplace = True
+
+    def __init__(self, xp: Any, raw: Any):
+        super().__init__(xp)
+        self.raw = raw  # the library's own module (numpy / cupy), which has out=
+
+    def sub_scaled(self, w, g, lr: float):
+        if lr != 1.0:
+            self.raw.multiply(g, lr, out=g)
+        self.raw.subtract(w, g, out=w)
+        return w
+
+    def axpby(self, a: float, x, b: float, y):
+        self.raw.multiply(x, a, out=x)
+        if b == 1.0:
+            self.raw.add(x, y, out=x)
+        else:
+            x += b * y
+        return x
+
+    def adam(self, w, g, m, v, lr, beta1, beta2, eps, c1, c2, decay):
+        raw = self.raw
+        raw.multiply(m, beta1, out=m)
+        m += (1.0 - beta1) * g
+        raw.multiply(g, g, out=g)  # g is scratch from here on
+        raw.multiply(v, beta2, out=v)
+        raw.multiply(g, 1.0 - beta2, out=g)
+        v += g
+        raw.divide(v, c2, out=g)
+        raw.sqrt(g, out=g)
+        g += eps
+        raw.divide(m, g, out=g)
+        if decay:
+            raw.multiply(w, 1.0 - decay, out=w)
+        raw.multiply(g, lr / c1, out=g)
+        raw.subtract(w, g, out=w)
+        return w, m, v
+
+    def relu(self, z):
+        self.raw.maximum(z, 0, out=z)
+        return z
+
+    def linear(self, a, w, b):
+        z = a @ w.T
+        z += b  # in place: saves an (m, n_l) temporary per layer
+        return z
+
+    def relu_backward(self, g, a):
+        # g is the freshly made product delta @ W, owned by the caller: mask it in place.
+        self.raw.multiply(g, a > 0, out=g)
+        return g
+
+
+# --------------------------------------------------------------------------------------
+# Backend: the resolved choice
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Backend:
+    """A resolved backend: its name, Array API namespace, device and ops.
+
+    Attributes
+    ----------
+    name : str
+        One of :data:`BACKENDS`.
+    xp : module
+        The Array API namespace (array-api-compat's wrapper where one is needed).
+    device : object
+        The device arrays are created on (``xp``'s own device object).
+    reason : str
+        What the probe found (library version, GPU name), or why a fallback happened.
+    """
+
+    name: str
+    xp: Any = field(repr=False)
+    device: Any
+    reason: str = ""
+    ops: Ops = field(repr=False, compare=False, default=None)
+
+    def asarray(self, x, dtype=None):
+        """Put ``x`` (any array, list or scalar) on this backend's device with ``dtype``.
+
+        Arrays of another library travel through host memory (NumPy).
+        """
+        xp = self.xp
+        if not _is_namespace_array(xp, x):
+            x = to_host(x)
+        return xp.asarray(x, dtype=dtype, device=self.device)
+
+    def to_host(self, x) -> np.ndarray:
+        """A NumPy copy (or view) of ``x`` in host memory."""
+        return to_host(x)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; needed before any host clock is read."""
+        if self.name == "cupy":
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()
+        elif self.name == "torch" and getattr(self.device, "type", "cpu") == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+        elif self.name == "jax":
+            # JAX dispatches asynchronously; there is no global barrier, so callers block on
+            # the arrays they need (to_host does).
+            pass
+
+    def dtype(self, name: str):
+        """The namespace's dtype object for ``"float32"`` / ``"float64"``."""
+        return getattr(self.xp, name)
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.device}"
+
+
+def _is_namespace_array(xp, x) -> bool:
+    if not array_api_compat.is_array_api_obj(x):
+        return False
+    try:
+        return array_api_compat.array_namespace(x) is xp
+    except TypeError:
+        return False
+
+
+def to_host(x) -> np.ndarray:
+    """Convert an array of any supported library (or a list) to a NumPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_jax_array(x):
+        return np.asarray(x)
+    if array_api_compat.is_array_api_strict_namespace(_namespace_or_none(x)):
+        return np.from_dlpack(x)
+    return np.asarray(x)
+
+
+def _namespace_or_none(x):
+    try:
+        return array_api_compat.array_namespace(x)
+    except TypeError:
+        return None
+
+
+def _make(name: str, device=None, reason: str = "") -> Backend:
+    if name == "numpy":
+        xp = array_api_compat.array_namespace(np.empty(0))
+        return Backend("numpy", xp, "cpu", reason, InplaceOps(xp, np))
+    if name == "cupy":
+        import cupy
+
+        xp = array_api_compat.array_namespace(cupy.empty(0))
+        dev = cupy.cuda.Device(device if device is not None else cupy.cuda.runtime.getDevice())
+        return Backend("cupy", xp, dev, reason, InplaceOps(xp, cupy))
+    if name == "torch":
+        import torch
+
+        xp = array_api_compat.array_namespace(torch.empty(0))
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return Backend("torch", xp, torch.device(device), reason, Ops(xp))
+    if name == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # float64 must mean float64
+        import jax.numpy as jnp
+
+        dev = device if device is not None else jax.devices()[0]
+        return Backend("jax", jnp, dev, reason, Ops(jnp))
+    if name == "array_api_strict":
+        import array_api_strict as xp
+
+        dev = xp.Device(device) if isinstance(device, str) else (device or xp.Device())
+        return Backend("array_api_strict", xp, dev, reason, Ops(xp))
+    raise AssertionError(name)  # unreachable: names are checked by resolve()
+
+
+def _name_of_namespace(mod) -> str | None:
+    checks = (
+        (array_api_compat.is_numpy_namespace, "numpy"),
+        (array_api_compat.is_cupy_namespace, "cupy"),
+        (array_api_compat.is_torch_namespace, "torch"),
+        (array_api_compat.is_jax_namespace, "jax"),
+        (array_api_compat.is_array_api_strict_namespace, "array_api_strict"),
+    )
+    for check, name in checks:
+        if check(mod):
+            return name
+    return None
+
+
+def resolve(backend: str | types.ModuleType | Backend | None = None, *, device=None,
+            on_unavailable: str | None = None) -> Backend:
+    """Turn a backend choice into a usable :class:`Backend`.
+
+    Parameters
+    ----------
+    backend : {None, "auto", "numpy", "cupy", "torch", "jax", "array_api_strict"} or module
+        ``None`` reads the ``BPX_BACKEND`` environment variable, then means ``"auto"``.
+        ``"auto"`` picks CuPy when a CUDA device is usable, else NumPy. A namespace module
+        (``numpy``, ``cupy``, ``torch``, ``jax.numpy``, ``array_api_strict`` or their
+        array-api-compat wrappers) selects that library.
+    device : optional
+        A device of that library (``"cuda:1"`` for torch, ``"device1"`` for
+        array-api-strict, an ordinal for cupy). Default: the library's default device.
+    on_unavailable : {"warn", "raise"}, optional
+        What to do when the requested backend cannot run here. ``"warn"`` (the default,
+        unless ``BPX_STRICT_BACKEND=1``) falls back to NumPy with a
+        :class:`~bpx.BackendFallbackWarning` that names the reason; ``"raise"`` raises
+        :class:`~bpx.BackendUnavailableError`.
+    """
+    if isinstance(backend, Backend):
+        return backend
+    if on_unavailable is None:
+        strict = os.environ.get("BPX_STRICT_BACKEND", "").strip().lower() in {"1", "true", "yes"}
+        on_unavailable = "raise" if strict else "warn"
+    if on_unavailable not in ("warn", "raise"):
+        msg = f"on_unavailable must be 'warn' or 'raise', got {on_unavailable!r}"
+        raise ValueError(msg)
+
+    if isinstance(backend, types.ModuleType):
+        name = _name_of_namespace(backend)
+        if name is None:
+            msg = (f"backend={backend.__name__!r} is not a namespace bpx supports; "
+                   f"expected one of {', '.join(BACKENDS)}")
+            raise ValueError(msg)
+    else:
+        if backend is None:
+            backend = os.environ.get("BPX_BACKEND", "").strip() or "auto"
+        if not isinstance(backend, str):
+            msg = (f"backend must be a name, a namespace module or None, "
+                   f"got {type(backend).__name__}: {backend!r}")
+            raise TypeError(msg)
+        name = _ALIASES.get(backend.strip().lower(), backend.strip().lower())
+        if name == "auto":
+            ok, reason = probe("cupy")
+            if ok:
+                return _make("cupy", device, reason)
+            return _make("numpy", None, f"auto: {reason}; using numpy")
+        if name not in BACKENDS:
+            msg = (f"backend={backend!r} is not known; expected one of "
+                   f"{', '.join(('auto',) + BACKENDS)}{suggest(name, BACKENDS)}")
+            raise ValueError(msg)
+
+    ok, reason = probe(name)
+    if not ok:
+        if on_unavailable == "raise":
+            msg = f"backend {name!r} is unavailable: {reason}"
+            raise BackendUnavailableError(msg)
+        warnings.warn(f"backend {name!r} is unavailable ({reason}); falling back to numpy",
+                      BackendFallbackWarning, stacklevel=3)
+        return _make("numpy", None, f"fallback from {name}: {reason}")
+    return _make(name, device, reason)
+
+
+def check_dtype(dtype) -> str:
+    """Normalize a dtype argument to ``"float32"`` or ``"float64"``."""
+    name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
+    name = {"float": "float64", "single": "float32", "double": "float64",
+            "f4": "float32", "f8": "float64"}.get(name, name)
+    if name not in _DTYPES:
+        msg = f"dtype must be 'float32' or 'float64', got {dtype!r}"
+        raise ValueError(msg)
+    return name

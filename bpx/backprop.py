@@ -1,0 +1,103 @@
+"""The four back-propagation equations, and nothing else.
+
+Notation follows the derivation (``shared/seed/bp-derivation.md``). One difference in layout:
+bpx keeps samples in **rows**, so a layer's activations are ``A`` of shape ``(m, n_l)`` and
+``Z = A_prev @ W.T + b`` is the transpose of the derivation's ``Z = W A + b``. Each line
+below gives the derivation's column form beside it. Parameters keep the derivation's shapes:
+``W[l]`` is ``(n_l, n_{l-1})`` and ``b[l]`` is ``(n_l,)``.
+
+Python list index ``l`` (0-based) holds the derivation's layer ``l + 1``: ``W[0]`` is ``w^[1]``,
+``a[0]`` is the input ``a^[0]``, ``a[L]`` the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bpx.activations import Activation
+from bpx.losses import Loss
+
+
+def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops):
+    """Forward pass, keeping what backward needs.
+
+    Parameters
+    ----------
+    W, b : sequences of L arrays, shapes ``(n_l, n_{l-1})`` and ``(n_l,)``
+    activations : L activations, the last one the output layer's
+    x : array, shape (m, n_0), the input ``a^[0]``
+    ops : bpx.backend.Ops
+
+    Returns
+    -------
+    a : list of L + 1 arrays, ``a[l]`` of shape ``(m, n_l)``; ``a[0] is x``
+    z_L : array, shape (m, n_L), the output layer's pre-activation (the logits)
+    """
+    a = [x]
+    z = x
+    for l, act in enumerate(activations):
+        z = ops.linear(a[l], W[l], b[l])  # z^[l] = w^[l] a^[l-1] + b^[l]
+        a.append(act.forward(z, ops))  # a^[l] = σ(z^[l])
+    return a, z
+
+
+def output_error(loss: Loss, output: Activation, a_L, z_L, y, ops, *, fused: bool = True):
+    """Equation (1): ``δ^[L] = ∇_a L ⊙ σ'(z^[L])``, per sample, shape ``(m, n_L)``.
+
+    For the canonical pairs (softmax + categorical cross-entropy, sigmoid + binary
+    cross-entropy) it is exactly ``a − y`` and ``fused=True`` computes that. Every other pair,
+    softmax with mse included, takes the general vector–Jacobian path.
+    """
+    if fused and loss.canonical == output.name:
+        return a_L - y  # (1), fused: δ^[L] = a^[L] − y
+    return output.backward(loss.gradient(a_L, y, ops.xp), a_L, ops)  # (1) δ = σ'ᵀ ∇_a L
+
+
+def cost(loss: Loss, output: Activation, a_L, z_L, y, xp):
+    """The mean cost ``C`` over the m samples, a 0-d array (from logits where that is stabler)."""
+    if loss.canonical == output.name and loss.value_from_logits is not None:
+        return loss.value_from_logits(z_L, y, xp)
+    return loss.value(a_L, y, xp)
+
+
+def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_L, ops,
+             *, scale: float):
+    """Equations (2) and (3): the gradients of every layer, from the output error.
+
+    Parameters
+    ----------
+    W : L weight arrays
+    activations : L activations
+    a : the L + 1 activations from :func:`forward`
+    delta_L : array, shape (m, n_L), the output error from :func:`output_error`
+    scale : float
+        Multiplies every gradient. ``1 / m`` gives ``∂C/∂W``; an optimizer may fold its
+        learning rate in too (``lr / m``). Scaling ``δ^[L]`` once is cheaper than scaling
+        each weight-sized ``dW``, and every ``δ`` below inherits it by linearity.
+
+    Returns
+    -------
+    dW, db : lists of L arrays, the shapes of ``W[l]`` and ``b[l]``
+
+    ``δ^[0]``, the gradient with respect to the input, is never computed: nothing needs it.
+    """
+    xp = ops.xp
+    L = len(W)
+    dW, db = [None] * L, [None] * L
+    delta = delta_L * scale
+    for l in range(L - 1, -1, -1):
+        dW[l] = delta.mT @ a[l]  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
+        db[l] = xp.sum(delta, axis=0)  # (3) db^[l] = (1/m) Σ_columns dZ^[l]  (note 2: once)
+        if l > 0:
+            g = delta @ W[l]  # (2) w^[l+1]ᵀ dZ^[l+1] ...
+            delta = activations[l - 1].backward(g, a[l], ops)  # (2) ... ⊙ σ'(Z^[l])
+    return dW, db
+
+
+def update(params: list, grads: Sequence, lr: float, ops) -> list:
+    """Equation (4), gradient descent: ``w ← w − α ∂C/∂w`` and ``b ← b − α ∂C/∂b``.
+
+    ``params`` and ``grads`` are matching lists of arrays. Returns the new parameters
+    (in place on NumPy/CuPy, where ``grads`` are used as scratch; new arrays elsewhere).
+    """
+    return [ops.sub_scaled(p, g, lr) for p, g in zip(params, grads)]  # (4)

@@ -1,0 +1,374 @@
+"""`Network`: layer sizes, parameters, and fit / predict / evaluate on any backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import array_api_compat
+import numpy as np
+
+from bpx import _validation as v
+from bpx import activations as _acts
+from bpx import backprop, initializers, training
+from bpx import losses as _losses
+from bpx.backend import check_dtype, resolve
+from bpx.exceptions import NotFittedError
+
+
+class Network:
+    """A fully connected feed-forward network trained by back-propagation.
+
+    Parameters
+    ----------
+    layers : sequence of int
+        Widths ``[n_0, n_1, ..., n_L]``: ``n_0`` inputs, ``n_L`` outputs, at least two entries.
+    activation : str or sequence of str, default "relu"
+        Hidden-layer activation: one name for all hidden layers, or one per hidden layer.
+        Any of identity, sigmoid, tanh, relu, leaky_relu.
+    output : str, optional
+        Output activation. Default: softmax for categorical cross-entropy, sigmoid for
+        binary cross-entropy, identity for mse / mae.
+    loss : str, default "cross_entropy"
+        ``"cross_entropy"`` (binary for one output unit, categorical otherwise),
+        ``"binary_cross_entropy"``, ``"categorical_cross_entropy"``, ``"mse"`` (L2),
+        ``"mae"`` (L1). Cross-entropy losses make the network a classifier.
+    backend : str, module or None, default None
+        See :func:`bpx.backend.resolve`: None reads ``BPX_BACKEND``, then "auto" (CuPy when a
+        CUDA device is usable, else NumPy). ``"cupy"`` without a usable GPU falls back to
+        NumPy with a :class:`~bpx.BackendFallbackWarning` unless ``on_unavailable="raise"``.
+    device : optional
+        A device of the chosen library; default, its default device.
+    dtype : {"float32", "float64"}, default "float32"
+    seed : int, numpy.random.Generator or None
+        Seeds the host RNG that draws initial weights and shuffles mini-batches: the same
+        seed gives the same initial weights and batch order on every backend.
+    init : {"he", "glorot", "lecun"}, optional
+        Weight initializer for every layer. Default: He for ReLU-family layers, Glorot else.
+    on_unavailable : {"warn", "raise"}, optional
+
+    Attributes
+    ----------
+    weights : list of arrays, ``weights[l]`` of shape ``(n_{l+1}, n_l)`` (``torch.nn.Linear``'s)
+    biases : list of arrays, ``biases[l]`` of shape ``(n_{l+1},)``
+    backend : str, the backend actually in use (after any fallback)
+    device : the device the parameters live on
+    history : dict of lists, one entry per epoch: ``loss``, ``accuracy`` (classifiers),
+        ``val_loss``, ``val_accuracy`` (with validation data), ``time`` (seconds)
+    classes_ : numpy array of the class labels seen by ``fit`` (classifiers)
+
+    Arrays returned by the network (``weights``, ``predict_proba``, regression ``predict``)
+    belong to its backend; class labels from ``predict`` are NumPy arrays on the host,
+    because labels may be strings.
+    """
+
+    def __init__(self, layers: Sequence[int], activation="relu", output: str | None = None,
+                 loss: str = "cross_entropy", *, backend=None, device=None,
+                 dtype: str = "float32", seed=None, init: str | None = None,
+                 on_unavailable: str | None = None):
+        self.layers = _check_layers(layers)
+        L = len(self.layers) - 1
+        n_out = self.layers[-1]
+        self.dtype = check_dtype(dtype)
+
+        if isinstance(activation, str) or isinstance(activation, _acts.Activation):
+            hidden = [activation] * (L - 1)
+        else:
+            hidden = list(activation)
+            if len(hidden) != L - 1:
+                msg = (f"activation must be one name or a list of {L - 1} names (one per "
+                       f"hidden layer of {self.layers}); got {len(hidden)}: {hidden!r}")
+                raise ValueError(msg)
+        self.activations = [_acts.get(a) for a in hidden]
+        for act in self.activations:
+            if act.name == "softmax":
+                msg = "activation='softmax' is for the output layer only; use output='softmax'"
+                raise ValueError(msg)
+
+        out_name = output if output is None else _acts.get(output, argument="output").name
+        self.loss = _losses.get(loss, n_outputs=n_out, output=out_name)
+        if out_name is None:
+            out_name = self.loss.canonical or "identity"
+        self.output = _acts.get(out_name, argument="output")
+        _check_pair(self.loss, self.output, n_out)
+
+        self._backend = resolve(backend, device=device, on_unavailable=on_unavailable)
+        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        kinds = [init or initializers.default_for(a.name)
+                 for a in (*self.activations, self.output)]
+        W = [initializers.draw(self._rng, k, n_o, n_i)
+             for k, n_i, n_o in zip(kinds, self.layers[:-1], self.layers[1:])]
+        self.init = init
+        self._set_params(W, [np.zeros(n) for n in self.layers[1:]])
+        self.history: dict[str, list] = {}
+        self.classes_ = None
+        self._y_shape = None  # regression: (m,) or (m, k) targets
+
+    # ---------------------------------------------------------------------------------
+    # parameters and backend
+    # ---------------------------------------------------------------------------------
+    def _set_params(self, W, b) -> None:
+        be, dt = self._backend, self._backend.dtype(self.dtype)
+        self.weights = [be.asarray(w, dtype=dt) for w in W]
+        self.biases = [be.asarray(x, dtype=dt) for x in b]
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend in use: ``"numpy"``, ``"cupy"``, ``"torch"``, ..."""
+        return self._backend.name
+
+    @property
+    def device(self):
+        return self._backend.device
+
+    @property
+    def backend_reason(self) -> str:
+        """What the backend probe found, or why bpx fell back to NumPy."""
+        return self._backend.reason
+
+    @property
+    def xp(self):
+        """The Array API namespace the network computes with."""
+        return self._backend.xp
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.loss.classification
+
+    def to(self, backend, *, device=None, on_unavailable: str | None = None) -> Network:
+        """Move the parameters to another backend / device (in place); returns ``self``."""
+        target = resolve(backend, device=device, on_unavailable=on_unavailable)
+        W = [self._backend.to_host(w) for w in self.weights]
+        b = [self._backend.to_host(x) for x in self.biases]
+        self._backend = target
+        self._set_params(W, b)
+        return self
+
+    def __repr__(self) -> str:
+        hidden = [a.name for a in self.activations]
+        return (f"Network({self.layers}, activation={hidden}, output={self.output.name!r}, "
+                f"loss={self.loss.name!r}, backend={self.backend!r}, dtype={self.dtype!r})")
+
+    # ---------------------------------------------------------------------------------
+    # data preparation
+    # ---------------------------------------------------------------------------------
+    def _features(self, X, name: str = "X"):
+        return v.check_features(X, self._backend, self.dtype, name=name,
+                                n_features=self.layers[0])
+
+    def _targets(self, y, X, *, fit: bool, name: str = "y"):
+        """Targets on the device: ``(Y, codes)`` with Y of shape (m, n_L); codes are class
+        indices (classifiers) or None."""
+        be, xp, dt = self._backend, self._backend.xp, self._backend.dtype(self.dtype)
+        if self.is_classifier:
+            y = v.check_labels(v.check_targets_host(y, name), name)
+            v.check_lengths(X, y, names=("X", name))
+            if fit:
+                classes = np.unique(y)
+                n_out = self.layers[-1]
+                want = 2 if n_out == 1 else n_out
+                if classes.size < 2:
+                    msg = (f"{name} has a single class ({classes[0]!r}); a classifier needs "
+                           "at least two")
+                    raise ValueError(msg)
+                if classes.size != want:
+                    msg = (f"{name} has {classes.size} classes but the output layer has "
+                           f"{n_out} unit(s), which fits exactly {want}")
+                    raise ValueError(msg)
+                self.classes_ = classes
+            codes_host = self._encode(y, name)
+            codes = be.asarray(codes_host, dtype=xp.int64)
+            if self.layers[-1] == 1:
+                Y = xp.reshape(xp.astype(codes, dt), (-1, 1))
+            else:
+                k = xp.arange(self.layers[-1], dtype=xp.int64, device=be.device)
+                Y = xp.astype(xp.reshape(codes, (-1, 1)) == k, dt)  # one-hot, (m, n_L)
+            return Y, codes
+        y_arr = v.as_array(y, name)
+        if y_arr.ndim not in (1, 2):
+            msg = (f"{name} must have shape (n_samples,) or (n_samples, n_outputs); "
+                   f"got shape {tuple(y_arr.shape)}")
+            raise ValueError(msg)
+        one_d = y_arr.ndim == 1
+        width = 1 if one_d else y_arr.shape[1]
+        if width != self.layers[-1]:
+            msg = (f"{name} has {width} output(s) per sample, but the network's output layer "
+                   f"has {self.layers[-1]}; got shape {tuple(y_arr.shape)}")
+            raise ValueError(msg)
+        if one_d:
+            y_arr = array_api_compat.array_namespace(y_arr).reshape(y_arr, (-1, 1))
+        Y = v.check_features(y_arr, be, self.dtype, name=name)
+        v.check_lengths(X, Y, names=("X", name))
+        if fit:
+            self._y_shape = "1d" if one_d else "2d"
+        return Y, None
+
+    def _encode(self, y: np.ndarray, name: str) -> np.ndarray:
+        self._check_fitted()
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, self.classes_.size - 1)
+        unseen = self.classes_[idx] != y
+        if np.any(unseen):
+            bad = np.unique(y[unseen])[:5]
+            msg = (f"{name} contains labels never seen in fit: {list(bad)}; "
+                   f"known classes are {list(self.classes_)}")
+            raise ValueError(msg)
+        return idx
+
+    def _check_fitted(self) -> None:
+        if self.is_classifier and self.classes_ is None:
+            msg = "this network has not been fitted yet: call fit() before using class labels"
+            raise NotFittedError(msg)
+
+    # ---------------------------------------------------------------------------------
+    # the public API
+    # ---------------------------------------------------------------------------------
+    def fit(self, X, y, *, epochs: int = 10, batch_size: int = 32, optimizer="sgd",
+            lr: float | None = None, momentum: float = 0.0, nesterov: bool = False,
+            weight_decay: float = 0.0, shuffle: bool = True, validation_data=None,
+            verbose: bool = False, fused: bool = True) -> Network:
+        """Train by mini-batch gradient descent.
+
+        Parameters
+        ----------
+        X : array-like, shape (m, n_0)
+        y : array-like
+            Classifiers: labels of any kind, shape (m,). Regressors: shape (m,) or (m, n_L).
+        epochs : int >= 0
+        batch_size : int >= 1; a batch larger than m is clamped to m.
+        optimizer : "sgd", "momentum", "nesterov", "adam", "adamw" or an Optimizer
+        lr : float, default 0.01 for SGD, 0.001 for Adam
+        momentum, nesterov : SGD's momentum (0 = plain equation 4) and Nesterov variant
+        weight_decay : float >= 0, L2 penalty on the weights (not the biases)
+        validation_data : (X_val, y_val), evaluated after each epoch
+        verbose : print one line per epoch
+        fused : use ``δ^[L] = a − y`` for the canonical output/loss pairs
+
+        Returns
+        -------
+        self, with ``history`` extended by this call's epochs.
+        """
+        epochs = v.check_positive_int("epochs", epochs, minimum=0)
+        batch_size = v.check_positive_int("batch_size", batch_size)
+        Xd = self._features(X)
+        Y, codes = self._targets(y, Xd, fit=True)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                msg = ("validation_data must be a pair (X_val, y_val); got "
+                       f"{type(validation_data).__name__}")
+                raise ValueError(msg)
+            Xv = self._features(validation_data[0], name="validation_data[0]")
+            val = (Xv, *self._targets(validation_data[1], Xv, fit=False,
+                                      name="validation_data[1]"))
+        opt = _make_optimizer(optimizer, lr, momentum, nesterov, weight_decay)
+        training.train(self, Xd, Y, codes, epochs=epochs, batch_size=batch_size,
+                       optimizer=opt, shuffle=shuffle, validation=val, verbose=verbose,
+                       fused=fused)
+        return self
+
+    def _output(self, Xd, batch_size: int | None = None):
+        """a^[L] for device features, in chunks of ``batch_size`` rows (None: all at once)."""
+        xp, ops = self.xp, self._backend.ops
+        m = Xd.shape[0]
+        step = m if batch_size is None else batch_size
+        parts = []
+        for i in range(0, m, step):
+            a, _ = backprop.forward(self.weights, self.biases, [*self.activations, self.output],
+                                    Xd[i:min(i + step, m), ...], ops)
+            parts.append(a[-1])
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+    def predict_proba(self, X, *, batch_size: int | None = None):
+        """Class probabilities, shape (m, n_classes), on the network's backend.
+
+        For a single sigmoid output the two columns are ``[1 − p, p]``.
+        """
+        if not self.is_classifier:
+            msg = f"predict_proba needs a classifier; this network's loss is {self.loss.name!r}"
+            raise AttributeError(msg)
+        self._check_fitted()
+        a = self._output(self._features(X), batch_size)
+        if self.layers[-1] == 1:
+            return self.xp.concat([1.0 - a, a], axis=1)
+        return a
+
+    def predict(self, X, *, batch_size: int | None = None):
+        """Class labels (NumPy, host) for classifiers; outputs (backend array) for regressors.
+
+        Regressors return shape (m,) when fitted on 1-D targets, else (m, n_L).
+        """
+        if self.is_classifier:
+            self._check_fitted()
+            a = self._output(self._features(X), batch_size)
+            idx = self._predicted_codes(a)
+            return self.classes_[self._backend.to_host(idx)]
+        a = self._output(self._features(X), batch_size)
+        return a[:, 0] if self._y_shape == "1d" else a
+
+    def _predicted_codes(self, a):
+        xp = self.xp
+        if self.layers[-1] == 1:
+            return xp.astype(a[:, 0] > 0.5, xp.int64)
+        return xp.argmax(a, axis=1)
+
+    def evaluate(self, X, y, *, batch_size: int | None = None) -> dict[str, float]:
+        """Mean loss, and accuracy for classifiers: ``{"loss": ..., "accuracy": ...}``."""
+        Xd = self._features(X)
+        Y, codes = self._targets(y, Xd, fit=False)
+        return training.evaluate(self, Xd, Y, codes, batch_size)
+
+
+def _check_layers(layers) -> list[int]:
+    try:
+        sizes = list(layers)
+    except TypeError:
+        msg = f"layers must be a sequence of layer widths like [64, 32, 10], got {layers!r}"
+        raise TypeError(msg) from None
+    if len(sizes) < 2:
+        msg = f"layers needs at least an input and an output width, got {sizes!r}"
+        raise ValueError(msg)
+    for i, n in enumerate(sizes):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            msg = f"layers[{i}] must be a positive integer width, got {n!r} in {sizes!r}"
+            raise ValueError(msg)
+    return [int(n) for n in sizes]
+
+
+def _check_pair(loss, output, n_out: int) -> None:
+    """Refuse output/loss pairs that cannot work, at construction rather than at step 1."""
+    if output.name == "softmax" and n_out < 2:
+        msg = "output='softmax' needs at least 2 output units (one unit always outputs 1)"
+        raise ValueError(msg)
+    if loss.classification and output.range != (0.0, 1.0):
+        msg = (f"loss={loss.name!r} needs outputs in (0, 1): use output='sigmoid' or "
+               f"'softmax', not {output.name!r}")
+        raise ValueError(msg)
+    if loss.name == "binary_cross_entropy" and n_out != 1:
+        msg = (f"loss='binary_cross_entropy' needs 1 output unit, got {n_out}; use "
+               "'categorical_cross_entropy' for more than two classes")
+        raise ValueError(msg)
+    if loss.name == "categorical_cross_entropy" and n_out < 2:
+        msg = ("loss='categorical_cross_entropy' needs at least 2 output units; use "
+               "'binary_cross_entropy' with 1 unit for two classes")
+        raise ValueError(msg)
+
+
+def _make_optimizer(optimizer, lr, momentum, nesterov, weight_decay):
+    from bpx import optimizers
+
+    if isinstance(optimizer, optimizers.Optimizer):
+        return optimizer
+    name = str(optimizer).lower()
+    kwargs = {"weight_decay": weight_decay}
+    if name.startswith("adam"):
+        kwargs["lr"] = 1e-3 if lr is None else lr
+    else:
+        kwargs["lr"] = 0.01 if lr is None else lr
+        if momentum:
+            kwargs["momentum"] = momentum
+        if nesterov:
+            kwargs["nesterov"] = True
+    return optimizers.get(optimizer, **kwargs)
+
+
+__all__ = ["Network"]
