@@ -1,9 +1,9 @@
 """Test sessions, one per backend, plus lint.
 
 ``nox`` (no arguments) runs every test session this machine can run, and ``lint``;
-``nox -t tests`` the test sessions alone. ``tests-cupy`` joins the default only where an NVIDIA driver is present; run it
-explicitly anywhere (``nox -s tests-cupy``): without a usable GPU its tests skip with the
-probe's reason.
+``nox -t tests`` the test sessions alone. ``tests-cupy`` joins the default only where an
+NVIDIA driver is present; run it explicitly anywhere (``nox -s tests-cupy``): without a
+usable GPU its tests skip with the probe's reason.
 
 ``BPX_CUPY`` picks the CuPy wheel (default ``cupy-cuda12x``; ``cupy-cuda13x`` for CUDA 13).
 ``BPX_TORCH`` picks the torch requirement (default ``torch==2.13.0``, a CPU build here).

@@ -83,18 +83,31 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
                f"{n_features}; got shape {(m, n)}")
         raise ValueError(msg)
     xp = be.xp
+    if isinstance(X, np.ndarray):
+        # check on the host, before the cast, so the message can tell NaN from overflow
+        if kind == "float":
+            _check_finite_host(X, name, dtype)
+        X = X.astype(np.uint8) if kind == "bool" else X
+        return be.asarray(X, dtype=be.dtype(dtype))
     if kind == "bool":
-        X = to_host(X).astype(np.uint8) if not _in_namespace(X, xp) else xp.astype(X, xp.uint8)
+        X = xp.astype(X, xp.uint8) if _in_namespace(X, xp) else to_host(X).astype(np.uint8)
     Xd = be.asarray(X, dtype=be.dtype(dtype))
-    if kind == "float" or kind == "int":
-        finite = bool(be.to_host(xp.all(xp.isfinite(Xd))))
-        if not finite:
-            where = "contains NaN or infinity"
-            if kind == "float" and _finite_before_cast(X):
-                where = f"overflows {dtype} (values beyond ±{float(xp.finfo(Xd.dtype).max):.3g})"
-            msg = f"{name} {where}; every value must be finite"
-            raise ValueError(msg)
+    if kind == "float" and not bool(be.to_host(xp.all(xp.isfinite(Xd)))):
+        _check_finite_host(to_host(X), name, dtype)  # the slow path only to word the error
+        msg = f"{name} contains NaN or infinity; every value must be finite"
+        raise ValueError(msg)
     return Xd
+
+
+def _check_finite_host(X: np.ndarray, name: str, dtype: str) -> None:
+    if not np.all(np.isfinite(X)):
+        msg = f"{name} contains NaN or infinity; every value must be finite"
+        raise ValueError(msg)
+    big = float(np.finfo(dtype).max)
+    if X.dtype.itemsize > np.dtype(dtype).itemsize and X.size and np.max(np.abs(X)) > big:
+        msg = (f"{name} has values beyond ±{big:.3g}, which overflow {dtype}; "
+               "rescale the data or use dtype='float64'")
+        raise ValueError(msg)
 
 
 def _in_namespace(x, xp) -> bool:
@@ -102,10 +115,6 @@ def _in_namespace(x, xp) -> bool:
         return array_api_compat.array_namespace(x) is xp
     except TypeError:
         return False
-
-
-def _finite_before_cast(X) -> bool:
-    return bool(np.all(np.isfinite(to_host(X))))
 
 
 def check_targets_host(y, name: str = "y") -> np.ndarray:

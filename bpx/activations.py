@@ -11,8 +11,8 @@ Shapes: ``z``, ``a`` and ``g`` are ``(m, n_l)``, rows are samples; dtype float32
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from bpx.exceptions import suggest
 

@@ -393,7 +393,7 @@ def resolve(backend: str | types.ModuleType | Backend | None = None, *, device=N
             return _make("numpy", None, f"auto: {reason}; using numpy")
         if name not in BACKENDS:
             msg = (f"backend={backend!r} is not known; expected one of "
-                   f"{', '.join(('auto',) + BACKENDS)}{suggest(name, BACKENDS)}")
+                   f"{', '.join(('auto', *BACKENDS))}{suggest(name, BACKENDS)}")
             raise ValueError(msg)
 
     ok, reason = probe(name)

@@ -21,8 +21,8 @@ value is computed from the logits ``z`` with log-sum-exp, so it stays finite for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from bpx.exceptions import suggest
 
@@ -116,7 +116,8 @@ LOSSES: dict[str, Loss] = {
 _ALIASES = {"l2": "mse", "squared_error": "mse", "l1": "mae", "absolute_error": "mae",
             "bce": "binary_cross_entropy", "binary_crossentropy": "binary_cross_entropy",
             "log_loss": "binary_cross_entropy",
-            "cce": "categorical_cross_entropy", "categorical_crossentropy": "categorical_cross_entropy"}
+            "cce": "categorical_cross_entropy",
+            "categorical_crossentropy": "categorical_cross_entropy"}
 #: "cross_entropy" resolves to the binary or categorical form from the output layer.
 GENERIC = ("cross_entropy", "crossentropy")
 

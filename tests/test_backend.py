@@ -1,0 +1,228 @@
+"""The backend selector: every branch, the fallback, and each error message."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import bpx
+from bpx import backend as B
+
+
+@pytest.fixture
+def no_cupy(monkeypatch):
+    """Make the CuPy probe fail as it does on a laptop, with a known reason."""
+    real = B.probe
+
+    def fake(name):
+        if name == "cupy":
+            return False, "no CUDA device usable by cupy (simulated)"
+        return real(name)
+
+    monkeypatch.setattr(B, "probe", fake)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    monkeypatch.delenv("BPX_BACKEND", raising=False)
+    monkeypatch.delenv("BPX_STRICT_BACKEND", raising=False)
+
+
+def test_numpy_by_name(clean_env):
+    be = B.resolve("numpy")
+    assert (be.name, be.device) == ("numpy", "cpu")
+    assert be.ops.inplace
+
+
+@pytest.mark.parametrize("alias", ["np", "NumPy", " numpy "])
+def test_aliases_and_case(clean_env, alias):
+    assert B.resolve(alias).name == "numpy"
+
+
+def test_auto_without_gpu_is_numpy_and_says_why(clean_env, no_cupy):
+    be = B.resolve("auto")
+    assert be.name == "numpy"
+    assert "simulated" in be.reason
+
+
+def test_none_means_auto(clean_env, no_cupy):
+    assert B.resolve(None).name == "numpy"
+
+
+def test_none_reads_env(clean_env, monkeypatch):
+    monkeypatch.setenv("BPX_BACKEND", "array_api_strict")
+    pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    assert B.resolve(None).name == "array_api_strict"
+
+
+def test_explicit_name_beats_env(clean_env, monkeypatch):
+    monkeypatch.setenv("BPX_BACKEND", "cupy")
+    assert B.resolve("numpy").name == "numpy"
+
+
+def test_cupy_without_gpu_falls_back_with_warning(clean_env, no_cupy):
+    with pytest.warns(bpx.BackendFallbackWarning, match=r"'cupy' is unavailable \(no CUDA"):
+        be = B.resolve("cupy")
+    assert be.name == "numpy"
+    assert "fallback from cupy" in be.reason
+
+
+def test_cupy_without_gpu_raises_when_asked(clean_env, no_cupy):
+    with pytest.raises(bpx.BackendUnavailableError, match="'cupy' is unavailable: no CUDA"):
+        B.resolve("cupy", on_unavailable="raise")
+
+
+def test_strict_env_raises(clean_env, no_cupy, monkeypatch):
+    monkeypatch.setenv("BPX_STRICT_BACKEND", "1")
+    with pytest.raises(bpx.BackendUnavailableError):
+        B.resolve("cupy")
+
+
+def test_network_falls_back_and_trains_correctly(clean_env, no_cupy):
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+    y = np.array([0, 1, 1, 0])
+    with pytest.warns(bpx.BackendFallbackWarning):
+        net = bpx.Network([2, 8, 2], backend="cupy", seed=0)
+    ref = bpx.Network([2, 8, 2], backend="numpy", seed=0)
+    assert net.backend == "numpy"
+    for n in (net, ref):
+        n.fit(X, y, epochs=5, batch_size=4, optimizer="adam", lr=0.05)
+    np.testing.assert_array_equal(net.history["loss"], ref.history["loss"])
+
+
+def test_unknown_name_suggests(clean_env):
+    with pytest.raises(ValueError, match=r"backend='cupyy' is not known.*did you mean 'cupy'"):
+        B.resolve("cupyy")
+
+
+def test_wrong_type(clean_env):
+    with pytest.raises(TypeError, match="backend must be a name"):
+        B.resolve(3)
+
+
+def test_bad_on_unavailable(clean_env):
+    with pytest.raises(ValueError, match="on_unavailable must be 'warn' or 'raise', got 'ignore'"):
+        B.resolve("numpy", on_unavailable="ignore")
+
+
+def test_namespace_module(clean_env):
+    assert B.resolve(np).name == "numpy"
+    import array_api_compat.numpy as compat_np
+
+    assert B.resolve(compat_np).name == "numpy"
+
+
+def test_unsupported_module(clean_env):
+    with pytest.raises(ValueError, match="is not a namespace bpx supports"):
+        B.resolve(types.ModuleType("not_an_array_library"))
+
+
+def test_backend_object_passes_through(clean_env):
+    be = B.resolve("numpy")
+    assert B.resolve(be) is be
+
+
+def test_unimportable_backend_reports_reason(clean_env, monkeypatch):
+    B.probe.cache_clear()
+    monkeypatch.setitem(sys.modules, "jax", None)  # import jax -> ImportError
+    try:
+        ok, reason = B.probe("jax")
+        assert not ok and "not importable" in reason
+        with pytest.warns(bpx.BackendFallbackWarning, match="'jax' is unavailable"):
+            assert B.resolve("jax").name == "numpy"
+    finally:
+        B.probe.cache_clear()
+
+
+def test_real_cupy_probe_never_raises():
+    B.probe.cache_clear()
+    ok, reason = B.probe("cupy")
+    assert isinstance(ok, bool) and reason
+    if not ok:
+        assert "cupy" in reason or "CUDA" in reason
+
+
+def test_cupy_probe_branches(monkeypatch):
+    """Each way CuPy can be unusable gives its own reason (simulated CuPy module)."""
+
+    class Runtime:
+        count = 0
+
+        @classmethod
+        def getDeviceCount(cls):
+            if cls.count < 0:
+                raise RuntimeError("CUDA driver version is insufficient")
+            return cls.count
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=Runtime))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    ok, reason = B._probe_cupy()
+    assert not ok and "getDeviceCount() == 0" in reason
+    Runtime.count = -1
+    ok, reason = B._probe_cupy()
+    assert not ok and "driver version is insufficient" in reason
+    Runtime.count = 1
+    fake.float32 = "float32"
+    fake.arange = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("nvrtc: compile failed"))
+    ok, reason = B._probe_cupy()
+    assert not ok and "kernel failed to run" in reason and "nvrtc" in reason
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    ok, reason = B._probe_cupy()
+    assert not ok and "not importable" in reason
+
+
+def test_available_lists_every_backend():
+    av = bpx.available()
+    assert set(av) == set(B.BACKENDS)
+    assert av["numpy"][0] is True
+
+
+@pytest.mark.parametrize(("given", "name"), [("float32", "float32"), ("float64", "float64"),
+                                             (np.float32, "float32"), ("f8", "float64")])
+def test_dtype_names(given, name):
+    assert B.check_dtype(given) == name
+
+
+@pytest.mark.parametrize("bad", ["float16", "int32", "bfloat16"])
+def test_unsupported_dtype(bad):
+    with pytest.raises(ValueError, match=f"dtype must be 'float32' or 'float64', got '{bad}'"):
+        bpx.Network([2, 2], dtype=bad)
+
+
+def test_to_moves_between_backends(be):
+    net = bpx.Network([3, 4, 2], backend="numpy", seed=1)
+    W0 = [w.copy() for w in net.weights]
+    net.to(be)
+    assert net.backend == be.name
+    for w, w0 in zip(net.weights, W0):
+        np.testing.assert_array_equal(B.to_host(w), w0)
+    net.to("numpy")
+    np.testing.assert_array_equal(net.weights[0], W0[0])
+
+
+def test_inplace_ops_match_portable(rng):
+    """The NumPy fast paths behind the seam give the portable path's numbers."""
+    xp = B.resolve("numpy").xp
+    fast, ref = B.InplaceOps(xp, np), B.Ops(xp)
+
+    def draw():
+        return rng.standard_normal((5, 4)).astype(np.float32)
+
+    w, g = draw(), draw()
+    np.testing.assert_allclose(fast.sub_scaled(w.copy(), g.copy(), 0.1),
+                               ref.sub_scaled(w, g, 0.1), rtol=1e-6)
+    np.testing.assert_allclose(fast.axpby(0.9, w.copy(), 0.5, g), ref.axpby(0.9, w, 0.5, g),
+                               rtol=1e-6)
+    np.testing.assert_allclose(fast.relu(w.copy()), ref.relu(w))
+    np.testing.assert_allclose(fast.relu_backward(g.copy(), ref.relu(w)),
+                               ref.relu_backward(g, ref.relu(w)))
+    b = draw()[:, 0]
+    np.testing.assert_allclose(fast.linear(w, g, b), ref.linear(w, g, b), rtol=1e-6)
+    m, v = np.abs(draw()), np.abs(draw())
+    args = (0.01, 0.9, 0.999, 1e-8, 0.1, 0.001, 0.0001)
+    for got, want in zip(fast.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args),
+                         ref.adam(w, g, m, v, *args)):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
