@@ -203,6 +203,43 @@ class InplaceOps(Ops):
         return g
 
 
+class CupyOps(InplaceOps):
+    """CuPy: the in-place updates as single fused kernels (one launch, one pass over memory).
+
+    On a GPU, small networks are bound by kernel launches, so the Adam update (10 launches
+    as ufuncs), the ReLU mask (2) and the scaled subtraction (2) each become one kernel.
+    ``BPX_CUPY_FUSED=0`` turns them off (the ufunc versions of :class:`InplaceOps` remain),
+    which the tests and benchmarks use to compare the two.
+    """
+
+    def __init__(self, xp: Any, raw: Any):
+        super().__init__(xp, raw)
+        k = raw.ElementwiseKernel
+        self._adam = k(
+            "T g, T lr_c1, T b1, T b2, T eps, T c2, T keep", "T w, T m, T v",
+            "m = b1 * m + (1 - b1) * g;"
+            "v = b2 * v + (1 - b2) * g * g;"
+            "w = keep * w - lr_c1 * m / (sqrt(v / c2) + eps);",
+            "bpx_adam")
+        self._relu_backward = k("T g, T a", "T out", "out = a > 0 ? g : (T)0",
+                                "bpx_relu_backward")
+        self._sub_scaled = k("T g, T lr", "T w", "w -= lr * g", "bpx_sub_scaled")
+
+    def sub_scaled(self, w, g, lr: float):
+        t = w.dtype.type
+        self._sub_scaled(g, t(lr), w)
+        return w
+
+    def adam(self, w, g, m, v, lr, beta1, beta2, eps, c1, c2, decay):
+        t = w.dtype.type
+        self._adam(g, t(lr / c1), t(beta1), t(beta2), t(eps), t(c2), t(1.0 - decay), w, m, v)
+        return w, m, v
+
+    def relu_backward(self, g, a):
+        self._relu_backward(g, a, g)
+        return g
+
+
 # --------------------------------------------------------------------------------------
 # Backend: the resolved choice
 # --------------------------------------------------------------------------------------
@@ -305,7 +342,9 @@ def _make(name: str, device=None, reason: str = "") -> Backend:
 
         xp = array_api_compat.array_namespace(cupy.empty(0))
         dev = cupy.cuda.Device(device if device is not None else cupy.cuda.runtime.getDevice())
-        return Backend("cupy", xp, dev, reason, InplaceOps(xp, cupy))
+        fused = os.environ.get("BPX_CUPY_FUSED", "1").strip() != "0"
+        ops = CupyOps(xp, cupy) if fused else InplaceOps(xp, cupy)
+        return Backend("cupy", xp, dev, reason, ops)
     if name == "torch":
         import torch
 

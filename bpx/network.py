@@ -52,8 +52,10 @@ class Network:
     biases : list of arrays, ``biases[l]`` of shape ``(n_{l+1},)``
     backend : str, the backend actually in use (after any fallback)
     device : the device the parameters live on
-    history : dict of lists, one entry per epoch: ``loss``, ``accuracy`` (classifiers),
-        ``val_loss``, ``val_accuracy`` (with validation data), ``time`` (seconds)
+    history : dict of lists, one entry per epoch: ``loss`` (the mean training cost over the
+        epoch's mini-batches, as they were met), ``val_loss`` and ``val_accuracy``
+        (classifiers) with validation data, ``time`` (seconds of training, evaluation
+        excluded)
     classes_ : numpy array of the class labels seen by ``fit`` (classifiers)
 
     Arrays returned by the network (``weights``, ``predict_proba``, regression ``predict``)

@@ -49,8 +49,6 @@ def train(net, X, Y, codes, *, epochs: int, batch_size: int, optimizer, shuffle:
         loss = float(be.to_host(total)) / m  # the one host read of the epoch
         seconds = time.perf_counter() - t0
         _append(hist, "loss", loss)
-        if net.is_classifier:
-            _append(hist, "accuracy", evaluate(net, X, Y, codes, None)["accuracy"])
         if validation is not None:
             for k, val in evaluate(net, *validation, None).items():
                 _append(hist, f"val_{k}", val)
@@ -86,7 +84,7 @@ def _append(hist: dict, key: str, value) -> None:
 
 def _print_epoch(hist: dict, epoch: int, epochs: int, rate: float) -> None:
     parts = [f"epoch {epoch + 1}/{epochs}"]
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    for key in ("loss", "val_loss", "val_accuracy"):
         if key in hist:
             parts.append(f"{key} {hist[key][-1]:.4f}")
     parts.append(f"{rate:,.0f} samples/s")

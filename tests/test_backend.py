@@ -226,3 +226,35 @@ def test_inplace_ops_match_portable(rng):
     for got, want in zip(fast.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args),
                          ref.adam(w, g, m, v, *args)):
         np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_backend_fast_paths_match_portable(be, rng):
+    """Each backend's ops (in-place, fused CUDA kernels on CuPy) against the portable Ops."""
+    fast, ref = be.ops, B.Ops(be.xp)
+    dt = be.dtype("float64")
+
+    def draw(shape=(6, 5), positive=False):
+        x = rng.standard_normal(shape)
+        return be.asarray(np.abs(x) if positive else x, dtype=dt)
+
+    def copy(x):
+        return be.xp.asarray(x, copy=True)
+
+    def check(got, want):
+        np.testing.assert_allclose(B.to_host(got), B.to_host(want), rtol=1e-12, atol=1e-15)
+
+    w, g = draw(), draw()
+    check(fast.sub_scaled(copy(w), copy(g), 0.3), ref.sub_scaled(w, g, 0.3))
+    check(fast.sub_scaled(copy(w), copy(g), 1.0), ref.sub_scaled(w, g, 1.0))
+    check(fast.axpby(0.9, copy(w), 0.5, g), ref.axpby(0.9, w, 0.5, g))
+    check(fast.relu(copy(w)), ref.relu(w))
+    a = ref.relu(w)
+    check(fast.relu_backward(copy(g), a), ref.relu_backward(g, a))
+    x, b = draw((7, 5)), draw((6,))
+    check(fast.linear(x, w, b), ref.linear(x, w, b))
+    m, v = draw(positive=True), draw(positive=True)
+    for decay in (0.0, 1e-3):
+        args = (0.01, 0.9, 0.999, 1e-8, 0.1, 0.001, decay)
+        got = fast.adam(copy(w), copy(g), copy(m), copy(v), *args)
+        for x_got, x_want in zip(got, ref.adam(w, g, m, v, *args)):
+            check(x_got, x_want)
