@@ -8,11 +8,27 @@ array-api-strict, chosen by ``backend=``::
     net.fit(X, y, epochs=30, batch_size=64, optimizer="adam", lr=1e-3)
 """
 
+from bpx import activations, callbacks, losses, optimizers, schedules
 from bpx.backend import available, resolve
-from bpx.exceptions import BackendFallbackWarning, BackendUnavailableError, NotFittedError
+from bpx.exceptions import (
+    BackendFallbackWarning,
+    BackendUnavailableError,
+    DivergenceError,
+    DivergenceWarning,
+    NotFittedError,
+)
 from bpx.network import Network
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendFallbackWarning", "BackendUnavailableError", "Network", "NotFittedError",
-           "__version__", "available", "resolve"]
+
+def load(path, backend=None, *, device=None, on_unavailable=None) -> Network:
+    """Read a network written by :meth:`Network.save` onto ``backend`` (see :mod:`bpx.io`)."""
+    from bpx import io
+
+    return io.load(path, backend, device=device, on_unavailable=on_unavailable)
+
+
+__all__ = ["BackendFallbackWarning", "BackendUnavailableError", "DivergenceError",
+           "DivergenceWarning", "Network", "NotFittedError", "__version__", "activations",
+           "available", "callbacks", "load", "losses", "optimizers", "resolve", "schedules"]

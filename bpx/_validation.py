@@ -154,3 +154,21 @@ def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
         msg = f"{name} must be an integer >= {minimum}, got {value!r}"
         raise ValueError(msg)
     return int(value)
+
+
+def check_sample_weight(sample_weight, m: int) -> np.ndarray | None:
+    """Host float64 weights of shape (m,), finite, >= 0, not all zero; None passes through."""
+    if sample_weight is None:
+        return None
+    w = to_host(as_array(sample_weight, "sample_weight"))
+    if w.dtype.kind not in "biuf":
+        msg = f"sample_weight must be numeric, got dtype {w.dtype}"
+        raise TypeError(msg)
+    w = w.astype(np.float64)
+    if w.shape != (m,):
+        msg = f"sample_weight must have shape ({m},), one weight per sample; got {w.shape}"
+        raise ValueError(msg)
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        msg = "sample_weight must be finite, >= 0 and not all zero"
+        raise ValueError(msg)
+    return w

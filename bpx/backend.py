@@ -9,6 +9,7 @@ ever sees ``xp`` and the :class:`Ops` object defined here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -293,6 +294,16 @@ class Backend:
             # JAX dispatches asynchronously; there is no global barrier, so callers block on
             # the arrays they need (to_host does).
             pass
+
+    def floating_point_errors_ignored(self):
+        """A context in which overflow / invalid-value warnings stay silent.
+
+        Training detects divergence itself (a non-finite epoch loss), so NumPy's per-operation
+        RuntimeWarnings would only repeat it, many times over. Other libraries do not warn.
+        """
+        if self.name == "numpy":
+            return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+        return contextlib.nullcontext()
 
     def dtype(self, name: str):
         """The namespace's dtype object for ``"float32"`` / ``"float64"``."""

@@ -18,7 +18,8 @@ from bpx.activations import Activation
 from bpx.losses import Loss
 
 
-def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops):
+def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops, *,
+            masks: Sequence | None = None):
     """Forward pass, keeping what backward needs.
 
     Parameters
@@ -27,6 +28,9 @@ def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops)
     activations : L activations, the last one the output layer's
     x : array, shape (m, n_0), the input ``a^[0]``
     ops : bpx.backend.Ops
+    masks : optional L − 1 arrays, ``masks[l]`` of shape ``(m, n_{l+1})``
+        Inverted-dropout masks (0 or ``1/(1 − p)``) applied to each hidden layer's output
+        before it feeds the next layer. ``a`` keeps the unmasked ``σ(z)``, which σ' needs.
 
     Returns
     -------
@@ -36,7 +40,8 @@ def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops)
     a = [x]
     z = x
     for l, act in enumerate(activations):
-        z = ops.linear(a[l], W[l], b[l])  # z^[l] = w^[l] a^[l-1] + b^[l]
+        inp = a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
+        z = ops.linear(inp, W[l], b[l])  # z^[l] = w^[l] a^[l-1] + b^[l]
         a.append(act.forward(z, ops))  # a^[l] = σ(z^[l])
     return a, z
 
@@ -53,15 +58,21 @@ def output_error(loss: Loss, output: Activation, a_L, z_L, y, ops, *, fused: boo
     return output.backward(loss.gradient(a_L, y, ops.xp), a_L, ops)  # (1) δ = σ'ᵀ ∇_a L
 
 
-def cost(loss: Loss, output: Activation, a_L, z_L, y, xp):
-    """The mean cost ``C`` over the m samples, a 0-d array (from logits where that is stabler)."""
-    if loss.canonical == output.name and loss.value_from_logits is not None:
-        return loss.value_from_logits(z_L, y, xp)
-    return loss.value(a_L, y, xp)
+def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None):
+    """The cost ``C``, a 0-d array: the mean of the per-sample losses, or with ``weights``
+    (shape (m,)) their weighted sum ``Σ_i w_i L_i`` (the caller divides by ``Σ_i w_i``).
+
+    Computed from the logits for the canonical pairs, which stays finite for any finite z.
+    """
+    if loss.canonical == output.name and loss.per_sample_from_logits is not None:
+        per = loss.per_sample_from_logits(z_L, y, xp)
+    else:
+        per = loss.per_sample(a_L, y, xp)
+    return xp.mean(per) if weights is None else xp.sum(per * weights)
 
 
 def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_L, ops,
-             *, scale: float):
+             *, scale: float, masks: Sequence | None = None):
     """Equations (2) and (3): the gradients of every layer, from the output error.
 
     Parameters
@@ -70,10 +81,11 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
     activations : L activations
     a : the L + 1 activations from :func:`forward`
     delta_L : array, shape (m, n_L), the output error from :func:`output_error`
-    scale : float
+    scale : float or 0-d array
         Multiplies every gradient. ``1 / m`` gives ``∂C/∂W``; an optimizer may fold its
         learning rate in too (``lr / m``). Scaling ``δ^[L]`` once is cheaper than scaling
         each weight-sized ``dW``, and every ``δ`` below inherits it by linearity.
+    masks : the dropout masks given to :func:`forward`, if any
 
     Returns
     -------
@@ -86,10 +98,13 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
     dW, db = [None] * L, [None] * L
     delta = delta_L * scale
     for l in range(L - 1, -1, -1):
-        dW[l] = delta.mT @ a[l]  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
+        a_prev = a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
+        dW[l] = delta.mT @ a_prev  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
         db[l] = xp.sum(delta, axis=0)  # (3) db^[l] = (1/m) Σ_columns dZ^[l]  (note 2: once)
         if l > 0:
             g = delta @ W[l]  # (2) w^[l+1]ᵀ dZ^[l+1] ...
+            if masks is not None:
+                g = g * masks[l - 1]  # through the dropout mask
             delta = activations[l - 1].backward(g, a[l], ops)  # (2) ... ⊙ σ'(Z^[l])
     return dW, db
 

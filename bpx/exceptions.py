@@ -17,6 +17,14 @@ class NotFittedError(ValueError, AttributeError):
     """A method that needs a fitted network (``classes_``, say) was called before ``fit``."""
 
 
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss; the network holds the last finite weights."""
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Training stopped on a non-finite loss (``on_divergence="warn"``)."""
+
+
 def suggest(name: str, choices) -> str:
     """``"; did you mean 'relu'?"`` when ``name`` is close to one of ``choices``, else ``""``."""
     close = difflib.get_close_matches(str(name).lower(), list(choices), n=1, cutoff=0.6)

@@ -29,19 +29,30 @@ from bpx.exceptions import suggest
 
 @dataclass(frozen=True)
 class Loss:
-    """One loss: its value from outputs, its gradient, and its fused canonical pair."""
+    """One loss: per-sample values, gradient, and the fused canonical pair.
+
+    ``per_sample(a, y, xp)`` returns ``L(a^(i), y^(i))`` for each sample, shape ``(m,)``;
+    ``value`` is their mean, the cost ``C``.
+    """
 
     name: str
-    value: Callable  # (a, y, xp) -> 0-d array, the mean cost C
+    per_sample: Callable  # (a, y, xp) -> (m,)
     gradient: Callable  # (a, y, xp) -> ∇_a L, shape (m, n_L)
     canonical: str | None = None  # output activation with δ^[L] = a − y
-    value_from_logits: Callable | None = None  # (z, y, xp) -> C, for the canonical output
+    per_sample_from_logits: Callable | None = None  # (z, y, xp) -> (m,), canonical output
     classification: bool = False
 
+    def value(self, a, y, xp):
+        """The cost ``C = (1/m) Σ_i L(a^(i), y^(i))``, a 0-d array."""
+        return xp.mean(self.per_sample(a, y, xp))
 
-def _mean_over_samples(per_element, xp):
-    m = per_element.shape[0]
-    return xp.sum(per_element) / m
+    def value_from_logits(self, z, y, xp):
+        """``C`` from the canonical output's logits ``z`` (log-sum-exp: finite for finite z)."""
+        return xp.mean(self.per_sample_from_logits(z, y, xp))
+
+
+def _sum_outputs(per_element, xp):
+    return xp.sum(per_element, axis=1)
 
 
 def _eps(a, xp) -> float:
@@ -51,7 +62,7 @@ def _eps(a, xp) -> float:
 # --- L2 ------------------------------------------------------------------------------
 def _mse(a, y, xp):
     d = a - y
-    return _mean_over_samples(d * d, xp)
+    return _sum_outputs(d * d, xp)
 
 
 def _mse_gradient(a, y, xp):
@@ -60,7 +71,7 @@ def _mse_gradient(a, y, xp):
 
 # --- L1: subgradient sign(a − y), 0 at a == y (note 4) --------------------------------
 def _mae(a, y, xp):
-    return _mean_over_samples(xp.abs(a - y), xp)
+    return _sum_outputs(xp.abs(a - y), xp)
 
 
 def _mae_gradient(a, y, xp):
@@ -71,7 +82,7 @@ def _mae_gradient(a, y, xp):
 def _bce(a, y, xp):
     eps = _eps(a, xp)
     a = xp.clip(a, eps, 1.0 - eps)
-    return _mean_over_samples(-(y * xp.log(a) + (1.0 - y) * xp.log(1.0 - a)), xp)
+    return _sum_outputs(-(y * xp.log(a) + (1.0 - y) * xp.log(1.0 - a)), xp)
 
 
 def _bce_gradient(a, y, xp):
@@ -83,13 +94,13 @@ def _bce_gradient(a, y, xp):
 def _bce_from_logits(z, y, xp):
     # −y log σ(z) − (1−y) log(1−σ(z)) = max(z, 0) − z y + log(1 + e^(−|z|))
     per = xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
-    return _mean_over_samples(per, xp)
+    return _sum_outputs(per, xp)
 
 
 # --- categorical cross-entropy ----------------------------------------------------------
 def _cce(a, y, xp):
     eps = _eps(a, xp)
-    return _mean_over_samples(-y * xp.log(xp.clip(a, eps, 1.0)), xp)
+    return _sum_outputs(-y * xp.log(xp.clip(a, eps, 1.0)), xp)
 
 
 def _cce_gradient(a, y, xp):
@@ -101,7 +112,7 @@ def _cce_from_logits(z, y, xp):
     # −Σ_k y_k log softmax(z)_k = Σ_k y_k (logsumexp(z) − z_k), with a max-shift
     zmax = xp.max(z, axis=1, keepdims=True)
     lse = zmax + xp.log(xp.sum(xp.exp(z - zmax), axis=1, keepdims=True))
-    return _mean_over_samples(y * (lse - z), xp)
+    return _sum_outputs(y * (lse - z), xp)
 
 
 LOSSES: dict[str, Loss] = {
@@ -109,8 +120,10 @@ LOSSES: dict[str, Loss] = {
     for loss in (
         Loss("mse", _mse, _mse_gradient),
         Loss("mae", _mae, _mae_gradient),
-        Loss("binary_cross_entropy", _bce, _bce_gradient, "sigmoid", _bce_from_logits, True),
-        Loss("categorical_cross_entropy", _cce, _cce_gradient, "softmax", _cce_from_logits, True),
+        Loss("binary_cross_entropy", _bce, _bce_gradient, "sigmoid", _bce_from_logits,
+             classification=True),
+        Loss("categorical_cross_entropy", _cce, _cce_gradient, "softmax", _cce_from_logits,
+             classification=True),
     )
 }
 _ALIASES = {"l2": "mse", "squared_error": "mse", "l1": "mae", "absolute_error": "mae",

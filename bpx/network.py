@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import array_api_compat
@@ -103,6 +104,7 @@ class Network:
         self._set_params(W, [np.zeros(n) for n in self.layers[1:]])
         self.history: dict[str, list] = {}
         self.classes_ = None
+        self.stop_training = False
         self._y_shape = None  # regression: (m,) or (m, k) targets
 
     # ---------------------------------------------------------------------------------
@@ -227,6 +229,9 @@ class Network:
     def fit(self, X, y, *, epochs: int = 10, batch_size: int = 32, optimizer="sgd",
             lr: float | None = None, momentum: float = 0.0, nesterov: bool = False,
             weight_decay: float = 0.0, shuffle: bool = True, validation_data=None,
+            validation_split: float = 0.0, sample_weight=None, class_weight=None,
+            dropout=0.0, clip_norm: float | None = None, lr_schedule=None,
+            early_stopping=False, callbacks=(), on_divergence: str = "raise",
             verbose: bool = False, fused: bool = True) -> Network:
         """Train by mini-batch gradient descent.
 
@@ -242,19 +247,60 @@ class Network:
         momentum, nesterov : SGD's momentum (0 = plain equation 4) and Nesterov variant
         weight_decay : float >= 0, L2 penalty on the weights (not the biases)
         validation_data : (X_val, y_val), evaluated after each epoch
+        validation_split : float in [0, 1), hold out this fraction of (X, y) as validation
+            data (stratified for classifiers, drawn from the network's seeded RNG)
+        sample_weight : array-like, shape (m,), non-negative; the cost becomes
+            ``Σ w_i L_i / Σ w_i``
+        class_weight : dict {label: weight} or "balanced"; multiplies ``sample_weight``
+        dropout : float or list of floats in [0, 1), per hidden layer (inverted dropout,
+            masks drawn from the seeded host RNG: reproducible on every backend)
+        clip_norm : float > 0, clip the global gradient norm to this value
+        lr_schedule : name, :class:`bpx.schedules.Schedule` or callable, applied per epoch
+        early_stopping : False, True (patience 10) or an int patience; stops when
+            ``val_loss`` (``loss`` without validation data) stops improving and restores
+            the best weights
+        callbacks : sequence of :class:`bpx.callbacks.Callback`
+        on_divergence : "raise" (default), "warn" or "ignore" — what a non-finite epoch loss
+            does; "raise" and "warn" first restore the weights of the epoch's start
         verbose : print one line per epoch
         fused : use ``δ^[L] = a − y`` for the canonical output/loss pairs
 
         Returns
         -------
         self, with ``history`` extended by this call's epochs.
+
+        Ctrl-C stops after the current mini-batch and re-raises ``KeyboardInterrupt``; the
+        network keeps the weights of the last completed step.
         """
+        from bpx import callbacks as _cb
+        from bpx import schedules
+
         epochs = v.check_positive_int("epochs", epochs, minimum=0)
         batch_size = v.check_positive_int("batch_size", batch_size)
+        if on_divergence not in ("raise", "warn", "ignore"):
+            msg = f"on_divergence must be 'raise', 'warn' or 'ignore', got {on_divergence!r}"
+            raise ValueError(msg)
+        dropout = _check_dropout(dropout, len(self.layers) - 2)
+        if clip_norm is not None:
+            clip_norm = _positive_float("clip_norm", clip_norm)
+        schedule = schedules.get(lr_schedule) if lr_schedule is not None else None
+        opt = _make_optimizer(optimizer, lr, momentum, nesterov, weight_decay)
+        callbacks = list(callbacks)
+        if early_stopping:
+            patience = 10 if early_stopping is True else v.check_positive_int(
+                "early_stopping", early_stopping, minimum=0)
+            callbacks.append(_cb.EarlyStopping(patience=patience))
+
         Xd = self._features(X)
         Y, codes = self._targets(y, Xd, fit=True)
+        sw = v.check_sample_weight(sample_weight, Xd.shape[0])
+        if class_weight is not None:
+            sw = self._apply_class_weight(class_weight, codes, sw)
         val = None
         if validation_data is not None:
+            if validation_split:
+                msg = "give validation_data or validation_split, not both"
+                raise ValueError(msg)
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 msg = ("validation_data must be a pair (X_val, y_val); got "
                        f"{type(validation_data).__name__}")
@@ -262,11 +308,99 @@ class Network:
             Xv = self._features(validation_data[0], name="validation_data[0]")
             val = (Xv, *self._targets(validation_data[1], Xv, fit=False,
                                       name="validation_data[1]"))
-        opt = _make_optimizer(optimizer, lr, momentum, nesterov, weight_decay)
-        training.train(self, Xd, Y, codes, epochs=epochs, batch_size=batch_size,
-                       optimizer=opt, shuffle=shuffle, validation=val, verbose=verbose,
-                       fused=fused)
+        elif validation_split:
+            Xd, Y, codes, sw, val = self._split(Xd, Y, codes, sw, validation_split)
+        cfg = training.FitConfig(
+            epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=bool(shuffle),
+            validation=val, verbose=verbose, fused=fused, sample_weight=sw, dropout=dropout,
+            clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
+            on_divergence=on_divergence)
+        self.optimizer_ = opt
+        training.train(self, Xd, Y, codes, cfg)
         return self
+
+    def _apply_class_weight(self, class_weight, codes, sw):
+        if not self.is_classifier:
+            msg = "class_weight needs a classifier; this network is a regressor"
+            raise ValueError(msg)
+        counts = np.bincount(self._backend.to_host(codes), minlength=self.classes_.size)
+        if isinstance(class_weight, str) and class_weight == "balanced":
+            per_class = counts.sum() / (self.classes_.size * np.maximum(counts, 1))
+        elif isinstance(class_weight, dict):
+            unknown = [k for k in class_weight if k not in set(self.classes_.tolist())]
+            if unknown:
+                msg = (f"class_weight names labels not in y: {unknown}; "
+                       f"classes are {list(self.classes_)}")
+                raise ValueError(msg)
+            per_class = np.array([float(class_weight.get(c, 1.0)) for c in self.classes_.tolist()])
+            if not np.all(np.isfinite(per_class)) or np.any(per_class < 0):
+                msg = f"class_weight values must be finite and >= 0, got {class_weight!r}"
+                raise ValueError(msg)
+        else:
+            msg = ("class_weight must be a dict {label: weight} or 'balanced', "
+                   f"got {class_weight!r}")
+            raise ValueError(msg)
+        w = per_class[self._backend.to_host(codes)]
+        return w if sw is None else w * sw
+
+    def _split(self, Xd, Y, codes, sw, fraction):
+        if not (isinstance(fraction, (int, float)) and 0.0 < fraction < 1.0):
+            msg = f"validation_split must be a number in (0, 1), got {fraction!r}"
+            raise ValueError(msg)
+        m = Xd.shape[0]
+        if self.is_classifier:
+            host_codes = self._backend.to_host(codes)
+            val = np.zeros(m, dtype=bool)
+            for c in np.unique(host_codes):
+                idx = np.flatnonzero(host_codes == c)
+                self._rng.shuffle(idx)
+                val[idx[: round(len(idx) * fraction)]] = True
+        else:
+            val = np.zeros(m, dtype=bool)
+            val[self._rng.permutation(m)[: round(m * fraction)]] = True
+        if not val.any() or val.all():
+            msg = (f"validation_split={fraction} leaves an empty training or validation set "
+                   f"with {m} samples")
+            raise ValueError(msg)
+        xp, be = self.xp, self._backend
+        tr_idx = be.asarray(np.flatnonzero(~val), dtype=xp.int64)
+        va_idx = be.asarray(np.flatnonzero(val), dtype=xp.int64)
+
+        def take(arr, idx):
+            return None if arr is None else xp.take(arr, idx, axis=0)
+
+        val_set = (take(Xd, va_idx), take(Y, va_idx), take(codes, va_idx))
+        sw_tr = None if sw is None else sw[~val]
+        return take(Xd, tr_idx), take(Y, tr_idx), take(codes, tr_idx), sw_tr, val_set
+
+    def get_params(self) -> tuple[list, list]:
+        """Copies of ``(weights, biases)``, safe from later in-place updates."""
+        xp = self.xp
+        return ([xp.asarray(w, copy=True) for w in self.weights],
+                [xp.asarray(b, copy=True) for b in self.biases])
+
+    def set_params(self, weights, biases) -> None:
+        """Replace the parameters (any array library; checked against the layer shapes)."""
+        shapes = [(o, i) for i, o in zip(self.layers[:-1], self.layers[1:])]
+        if len(weights) != len(shapes) or len(biases) != len(shapes):
+            msg = (f"set_params needs {len(shapes)} weights and biases, got "
+                   f"{len(weights)} and {len(biases)}")
+            raise ValueError(msg)
+        for l, (w, b, shape) in enumerate(zip(weights, biases, shapes)):
+            if tuple(w.shape) != shape or tuple(b.shape) != (shape[0],):
+                msg = (f"layer {l}: weights must have shape {shape} and biases {(shape[0],)}, "
+                       f"got {tuple(w.shape)} and {tuple(b.shape)}")
+                raise ValueError(msg)
+        self._set_params(list(weights), list(biases))
+
+    def save(self, path) -> None:
+        """Write the network (weights, configuration, classes, history) to one file.
+
+        See :mod:`bpx.io`: safetensors layout, no pickle, atomic replace.
+        """
+        from bpx import io
+
+        io.save(self, path)
 
     def _output(self, Xd, batch_size: int | None = None):
         """a^[L] for device features, in chunks of ``batch_size`` rows (None: all at once)."""
@@ -353,6 +487,27 @@ def _check_pair(loss, output, n_out: int) -> None:
         msg = ("loss='categorical_cross_entropy' needs at least 2 output units; use "
                "'binary_cross_entropy' with 1 unit for two classes")
         raise ValueError(msg)
+
+
+def _check_dropout(dropout, n_hidden: int) -> list[float] | None:
+    rates = [dropout] * n_hidden if isinstance(dropout, (int, float)) else list(dropout)
+    if len(rates) != n_hidden:
+        msg = (f"dropout must be one rate or a list of {n_hidden} (one per hidden layer), "
+               f"got {dropout!r}")
+        raise ValueError(msg)
+    for r in rates:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+            msg = f"dropout rates must be numbers in [0, 1), got {dropout!r}"
+            raise ValueError(msg)
+    return [float(r) for r in rates] if any(rates) else None
+
+
+def _positive_float(name: str, value) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        msg = f"{name} must be a finite number > 0, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
 
 
 def _make_optimizer(optimizer, lr, momentum, nesterov, weight_decay):

@@ -3,58 +3,217 @@
 One shuffle per epoch (a single gather of the whole data set, then contiguous slices) is
 cheaper than a gather per batch. The loss is accumulated on the device and read back to the
 host once per epoch: no host synchronization inside an epoch.
+
+Faults are contained here: ``Ctrl-C`` is deferred to the end of the current step, so the
+network keeps the weights of the last completed step; a non-finite epoch loss restores the
+weights the epoch started from (the last ones known finite) and raises or warns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import sys
+import threading
 import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from bpx import backprop
+from bpx.exceptions import DivergenceError, DivergenceWarning
 
 
-def train(net, X, Y, codes, *, epochs: int, batch_size: int, optimizer, shuffle: bool,
-          validation, verbose: bool, fused: bool) -> None:
-    """Run ``epochs`` epochs of mini-batch training on ``net`` (parameters updated in place).
+@dataclass
+class FitConfig:
+    """Everything one ``fit`` call decided, validated by ``Network.fit``."""
+
+    epochs: int
+    batch_size: int
+    optimizer: object
+    shuffle: bool = True
+    validation: tuple | None = None  # (X_val, Y_val, codes_val) on the device
+    verbose: bool = False
+    fused: bool = True
+    sample_weight: np.ndarray | None = None  # host, shape (m,), float64
+    dropout: list[float] | None = None  # one rate per hidden layer
+    clip_norm: float | None = None
+    lr_schedule: object = None
+    callbacks: list = field(default_factory=list)
+    on_divergence: str = "raise"
+
+
+def train(net, X, Y, codes, cfg: FitConfig) -> None:
+    """Run ``cfg.epochs`` epochs of mini-batch training on ``net`` (parameters updated).
 
     X : (m, n_0) and Y : (m, n_L) arrays on the network's device; ``codes`` : (m,) int class
     indices (classifiers) or None.
     """
-    be, xp, ops = net._backend, net.xp, net._backend.ops
+    be = net._backend
     m = X.shape[0]
-    b = min(batch_size, m)  # a batch larger than the data set is the whole data set
+    b = min(cfg.batch_size, m)  # a batch larger than the data set is the whole data set
+    opt = cfg.optimizer
+    base_lr = opt.lr
+    net.stop_training = False
+    logs: dict = {}
+    for cb in cfg.callbacks:
+        cb.on_train_begin(net)
+    interrupted = False
+    try:
+        with _deferred_interrupt() as interrupt, be.floating_point_errors_ignored():
+            for epoch in range(cfg.epochs):
+                if cfg.lr_schedule is not None:
+                    opt.lr = float(cfg.lr_schedule(epoch, base_lr, logs))
+                for cb in cfg.callbacks:
+                    cb.on_epoch_begin(net, epoch)
+                start_params = net.get_params() if cfg.on_divergence != "ignore" else None
+                t0 = time.perf_counter()
+                steps = _run_epoch(net, X, Y, cfg, m, b, interrupt, epoch)
+                total, weight_sum, step_costs, done = steps
+                if done < math.ceil(m / b):  # interrupted inside the epoch
+                    interrupted = True
+                    break
+                loss = float(be.to_host(total)) / weight_sum  # the one host read of the epoch
+                seconds = time.perf_counter() - t0
+                if not math.isfinite(loss) and cfg.on_divergence != "ignore":
+                    _diverged(net, start_params, step_costs, epoch, opt, cfg.on_divergence)
+                    break
+                logs = {"loss": loss}
+                if cfg.validation is not None:
+                    for k, val in evaluate(net, *cfg.validation, None).items():
+                        logs[f"val_{k}"] = val
+                logs["lr"] = opt.lr
+                logs["time"] = seconds
+                for k, val in logs.items():
+                    net.history.setdefault(k, []).append(val)
+                if cfg.verbose:
+                    _print_epoch(logs, epoch, cfg.epochs, m / seconds if seconds > 0 else math.inf)
+                for cb in cfg.callbacks:
+                    cb.on_epoch_end(net, epoch, logs)
+                if net.stop_training or interrupt.requested:
+                    interrupted = interrupt.requested
+                    break
+    finally:
+        for cb in cfg.callbacks:
+            cb.on_train_end(net, logs)
+    if interrupted:
+        raise KeyboardInterrupt("fit interrupted; the network keeps the weights of the last "
+                                "completed step")
+
+
+def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, epoch: int):
+    """One pass over the data. Returns (device cost sum, weight sum, per-step costs, steps)."""
+    be, xp, ops = net._backend, net.xp, net._backend.ops
+    opt = cfg.optimizer
     acts = [*net.activations, net.output]
     decay_mask = [True, False] * len(net.weights)  # weight decay on W, not on b
     params = [p for wb in zip(net.weights, net.biases) for p in wb]
-    hist = net.history
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        if shuffle:
-            perm = be.asarray(net._rng.permutation(m), dtype=xp.int64)
-            Xe, Ye = xp.take(X, perm, axis=0), xp.take(Y, perm, axis=0)
+    sw = cfg.sample_weight
+    if cfg.shuffle:
+        perm_host = net._rng.permutation(m)
+        perm = be.asarray(perm_host, dtype=xp.int64)
+        Xe, Ye = xp.take(X, perm, axis=0), xp.take(Y, perm, axis=0)
+        sw_e = sw[perm_host] if sw is not None else None
+    else:
+        Xe, Ye, sw_e = X, Y, sw
+    if sw_e is not None:
+        sw_dev = be.asarray(sw_e, dtype=be.dtype(net.dtype))
+    total = 0.0
+    step_costs = []
+    done = 0
+    for i in range(0, m, b):
+        if interrupt.requested:
+            break
+        j = min(i + b, m)
+        x, y = Xe[i:j, ...], Ye[i:j, ...]
+        mb = j - i
+        W, B = params[0::2], params[1::2]
+        masks = _dropout_masks(net, cfg.dropout, mb) if cfg.dropout else None
+        a, z_L = backprop.forward(W, B, acts, x, ops, masks=masks)
+        delta_L = backprop.output_error(net.loss, net.output, a[-1], z_L, y, ops, fused=cfg.fused)
+        if sw_e is None:
+            c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp) * mb
+            scale = opt.prescale / mb
         else:
-            Xe, Ye = X, Y
-        total = 0.0
-        for i in range(0, m, b):
-            x, y = Xe[i:min(i + b, m), ...], Ye[i:min(i + b, m), ...]
-            mb = x.shape[0]
-            W, B = params[0::2], params[1::2]
-            a, z_L = backprop.forward(W, B, acts, x, ops)
-            total = total + backprop.cost(net.loss, net.output, a[-1], z_L, y, xp) * mb
-            delta_L = backprop.output_error(net.loss, net.output, a[-1], z_L, y, ops, fused=fused)
-            dW, db = backprop.backward(W, acts, a, delta_L, ops, scale=optimizer.prescale / mb)
-            grads = [g for wb in zip(dW, db) for g in wb]
-            params = optimizer.step(params, grads, ops, decay_mask)
+            w = sw_dev[i:j]
+            c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w)
+            delta_L = delta_L * xp.reshape(w, (-1, 1))
+            scale = opt.prescale / float(np.sum(sw_e[i:j]))  # host sum: no device sync
+        total = total + c
+        step_costs.append(c)
+        dW, db = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks)
+        grads = [g for wb in zip(dW, db) for g in wb]
+        if cfg.clip_norm is not None:
+            grads = _clip_global_norm(grads, cfg.clip_norm * opt.prescale, xp)
+        params = opt.step(params, grads, ops, decay_mask)
         net.weights, net.biases = params[0::2], params[1::2]
-        loss = float(be.to_host(total)) / m  # the one host read of the epoch
-        seconds = time.perf_counter() - t0
-        _append(hist, "loss", loss)
-        if validation is not None:
-            for k, val in evaluate(net, *validation, None).items():
-                _append(hist, f"val_{k}", val)
-        _append(hist, "time", seconds)
-        if verbose:
-            _print_epoch(hist, epoch, epochs, m / seconds if seconds > 0 else math.inf)
+        done += 1
+    weight_sum = float(m) if sw is None else float(np.sum(sw))
+    return total, weight_sum, step_costs, done
+
+
+def _dropout_masks(net, rates, mb: int):
+    """Inverted-dropout masks from the host RNG (the same masks on every backend)."""
+    be = net._backend
+    dt = np.float64 if net.dtype == "float64" else np.float32
+    masks = []
+    for p, n in zip(rates, net.layers[1:-1]):
+        keep = net._rng.random((mb, n)) >= p if p > 0 else np.ones((mb, n), dtype=bool)
+        masks.append(be.asarray(keep.astype(dt) / dt(1.0 - p), dtype=be.dtype(net.dtype)))
+    return masks
+
+
+def _clip_global_norm(grads, max_norm: float, xp):
+    """Scale all gradients by ``min(1, max_norm / ‖g‖)``, ‖g‖ over every parameter at once.
+
+    Stays on the device (no host read): the factor is a 0-d array.
+    """
+    sq = [xp.sum(g * g) for g in grads]
+    norm = xp.sqrt(sum(sq[1:], sq[0]))
+    factor = xp.where(norm > max_norm, max_norm / (norm + 1e-30), xp.ones_like(norm))
+    return [g * factor for g in grads]
+
+
+def _diverged(net, start_params, step_costs, epoch: int, opt, mode: str) -> None:
+    costs = [float(net._backend.to_host(c)) for c in step_costs]
+    step = next((k for k, c in enumerate(costs) if not math.isfinite(c)), len(costs) - 1)
+    net.set_params(*start_params)
+    msg = (f"training diverged: the loss became non-finite at epoch {epoch + 1}, step "
+           f"{step + 1} of {len(costs)}; the weights were restored to those at the start of "
+           f"epoch {epoch + 1}, the last known finite. Try a smaller learning rate (lr was "
+           f"{opt.lr:g}), gradient clipping (clip_norm=...) or rescaled inputs.")
+    net.history.setdefault("diverged_at", []).append((epoch + 1, step + 1))
+    if mode == "raise":
+        raise DivergenceError(msg)
+    warnings.warn(msg, DivergenceWarning, stacklevel=4)
+
+
+class _Interrupt:
+    requested = False
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Turn Ctrl-C into a flag the loop checks between steps (main thread only)."""
+    flag = _Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag.requested = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # signals unavailable (embedded interpreters)
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def evaluate(net, X, Y, codes, batch_size) -> dict[str, float]:
@@ -66,11 +225,12 @@ def evaluate(net, X, Y, codes, batch_size) -> dict[str, float]:
     total = 0.0
     correct = 0
     for i in range(0, m, step):
-        x, y = X[i:min(i + step, m), ...], Y[i:min(i + step, m), ...]
+        j = min(i + step, m)
+        x, y = X[i:j, ...], Y[i:j, ...]
         a, z_L = backprop.forward(net.weights, net.biases, acts, x, ops)
-        total = total + backprop.cost(net.loss, net.output, a[-1], z_L, y, xp) * x.shape[0]
+        total = total + backprop.cost(net.loss, net.output, a[-1], z_L, y, xp) * (j - i)
         if codes is not None:
-            hits = net._predicted_codes(a[-1]) == codes[i:min(i + step, m)]
+            hits = net._predicted_codes(a[-1]) == codes[i:j]
             correct = correct + xp.sum(xp.astype(hits, xp.int64))
     out = {"loss": float(be.to_host(total)) / m}
     if codes is not None:
@@ -78,14 +238,10 @@ def evaluate(net, X, Y, codes, batch_size) -> dict[str, float]:
     return out
 
 
-def _append(hist: dict, key: str, value) -> None:
-    hist.setdefault(key, []).append(value)
-
-
-def _print_epoch(hist: dict, epoch: int, epochs: int, rate: float) -> None:
+def _print_epoch(logs: dict, epoch: int, epochs: int, rate: float) -> None:
     parts = [f"epoch {epoch + 1}/{epochs}"]
     for key in ("loss", "val_loss", "val_accuracy"):
-        if key in hist:
-            parts.append(f"{key} {hist[key][-1]:.4f}")
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4f}")
     parts.append(f"{rate:,.0f} samples/s")
-    print("  ".join(parts), flush=True)
+    print("  ".join(parts), file=sys.stdout, flush=True)

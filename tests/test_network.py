@@ -55,7 +55,7 @@ def test_history_and_validation():
     X, y = XOR_X, XOR_Y
     net = bpx.Network([2, 4, 2], seed=0, backend="numpy")
     net.fit(X, y, epochs=3, batch_size=2, validation_data=(X, y))
-    assert set(net.history) == {"loss", "val_loss", "val_accuracy", "time"}
+    assert set(net.history) == {"loss", "val_loss", "val_accuracy", "lr", "time"}
     assert all(len(v) == 3 for v in net.history.values())
     net.fit(X, y, epochs=2, batch_size=2)
     assert len(net.history["loss"]) == 5  # a second fit extends the history

@@ -1,0 +1,129 @@
+"""Callbacks: a small protocol for hooking into ``Network.fit``.
+
+A callback subclasses :class:`Callback` and overrides any of its methods. ``logs`` holds the
+epoch's entries (``loss``, ``val_loss``, ``val_accuracy``, ``lr``, ``time``). Setting
+``net.stop_training = True`` ends training after the current epoch.
+
+A user-written one::
+
+    class PrintEvery(bpx.callbacks.Callback):
+        def __init__(self, n):
+            self.n = n
+
+        def on_epoch_end(self, net, epoch, logs):
+            if (epoch + 1) % self.n == 0:
+                print(f"epoch {epoch + 1}: loss {logs['loss']:.4f}")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+
+class Callback:
+    def on_train_begin(self, net) -> None:
+        """Before the first epoch of a ``fit`` call."""
+
+    def on_epoch_begin(self, net, epoch: int) -> None:
+        """Before each epoch; ``epoch`` counts from 0 within the ``fit`` call."""
+
+    def on_epoch_end(self, net, epoch: int, logs: dict) -> None:
+        """After each epoch, with its logs (already appended to ``net.history``)."""
+
+    def on_train_end(self, net, logs: dict) -> None:
+        """After the last epoch, also when training stopped early or was interrupted."""
+
+
+class History(Callback):
+    """Collects the logs of one ``fit`` call (``net.history`` collects every call's)."""
+
+    def on_train_begin(self, net):
+        self.history: dict[str, list] = {}
+
+    def on_epoch_end(self, net, epoch, logs):
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+
+def _monitor_value(logs: dict, monitor: str | None) -> tuple[str, float | None]:
+    key = monitor or ("val_loss" if "val_loss" in logs else "loss")
+    return key, logs.get(key)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` stops improving; restore the best weights seen.
+
+    Parameters
+    ----------
+    monitor : str, optional
+        A log key; default ``val_loss`` when validation data exist, else ``loss``.
+        Keys ending in ``accuracy`` are maximized, all others minimized.
+    patience : int, epochs without an improvement larger than ``min_delta`` before stopping
+    restore_best_weights : bool, put back the parameters of the best epoch at the end
+    """
+
+    def __init__(self, monitor: str | None = None, patience: int = 10, min_delta: float = 1e-4,
+                 restore_best_weights: bool = True):
+        if not isinstance(patience, int) or patience < 0:
+            msg = f"patience must be an integer >= 0, got {patience!r}"
+            raise ValueError(msg)
+        self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self, net):
+        self.best, self.best_epoch, self.wait, self.stopped_epoch = None, None, 0, None
+        self._best_params = None
+
+    def on_epoch_end(self, net, epoch, logs):
+        key, value = _monitor_value(logs, self.monitor)
+        if value is None:
+            msg = f"EarlyStopping monitors {key!r}, which the logs lack: {sorted(logs)}"
+            raise KeyError(msg)
+        sign = -1.0 if key.endswith("accuracy") else 1.0
+        if self.best is None or sign * value < sign * self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self._best_params = net.get_params()
+        else:
+            self.wait += 1
+            if self.wait > self.patience:
+                self.stopped_epoch = epoch
+                net.stop_training = True
+
+    def on_train_end(self, net, logs):
+        if self.restore_best_weights and self._best_params is not None:
+            net.set_params(*self._best_params)
+
+
+class ModelCheckpoint(Callback):
+    """Save the network to ``path`` after each epoch, or only when ``monitor`` improves.
+
+    ``path`` may contain ``{epoch}`` (1-based) and any log key, e.g. ``"net-{epoch:03d}.bpx"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, monitor: str | None = None,
+                 save_best_only: bool = False):
+        self.path, self.monitor, self.save_best_only = os.fspath(path), monitor, save_best_only
+        self.best = None
+
+    def on_epoch_end(self, net, epoch, logs):
+        key, value = _monitor_value(logs, self.monitor)
+        if self.save_best_only:
+            sign = -1.0 if key.endswith("accuracy") else 1.0
+            if value is None or (self.best is not None and sign * value >= sign * self.best):
+                return
+            self.best = value
+        net.save(self.path.format(epoch=epoch + 1, **logs))
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when the epoch's loss is not finite.
+
+    ``fit`` already stops on divergence and restores the last finite weights
+    (``on_divergence``); this callback stops without raising, keeping the weights as they are.
+    """
+
+    def on_epoch_end(self, net, epoch, logs):
+        if not math.isfinite(logs.get("loss", 0.0)):
+            net.stop_training = True

@@ -1,0 +1,264 @@
+"""Training conveniences on Network.fit: weights, dropout, clipping, schedules, callbacks,
+early stopping, divergence and Ctrl-C."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import bpx
+from bpx import callbacks, schedules
+from bpx.backend import to_host
+
+
+def blobs(m=60, seed=0, k=3, n=4):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, n)) * 3
+    y = rng.integers(0, k, m)
+    return centers[y] + rng.standard_normal((m, n)), y
+
+
+def net64(**kw):
+    kw.setdefault("backend", "numpy")
+    return bpx.Network([4, 6, 3], dtype="float64", seed=0, **kw)
+
+
+def test_sample_weight_two_equals_duplicate():
+    """Weight 2 on a sample is the same cost and gradient as the sample twice (full batch)."""
+    X, y = blobs(20)
+    w = np.ones(20)
+    w[:5] = 2.0
+    a, b = net64(), net64()
+    a.fit(X, y, epochs=3, batch_size=100, shuffle=False, sample_weight=w)
+    b.fit(np.concatenate([X, X[:5]]), np.concatenate([y, y[:5]]), epochs=3, batch_size=100,
+          shuffle=False)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-12)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(wa, wb, rtol=1e-12)
+
+
+def test_class_weight_balanced_equals_explicit_weights():
+    X, y = blobs(30)
+    counts = np.bincount(y)
+    sw = (len(y) / (3 * counts))[y]
+    a, b = net64(), net64()
+    a.fit(X, y, epochs=2, batch_size=8, class_weight="balanced")
+    b.fit(X, y, epochs=2, batch_size=8, sample_weight=sw)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-12)
+    c = net64()
+    c.fit(X, y, epochs=2, batch_size=8, class_weight={0: 1.0, 1: 1.0, 2: 1.0})
+    d = net64()
+    d.fit(X, y, epochs=2, batch_size=8)
+    np.testing.assert_allclose(c.history["loss"], d.history["loss"], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sample_weight": np.ones(5)}, r"sample_weight must have shape \(60,\)"),
+        ({"sample_weight": -np.ones(60)}, "finite, >= 0"),
+        ({"class_weight": {9: 2.0}}, "labels not in y: \\[9\\]"),
+        ({"class_weight": "balance"}, "dict .* or 'balanced'"),
+        ({"dropout": 1.0}, r"dropout rates must be numbers in \[0, 1\)"),
+        ({"dropout": -0.1}, r"dropout rates must be numbers in \[0, 1\)"),
+        ({"dropout": [0.1, 0.2]}, "list of 1"),
+        ({"clip_norm": 0}, "clip_norm must be a finite number > 0"),
+        ({"lr_schedule": "cosin"}, "did you mean 'cosine'"),
+        ({"validation_split": 1.5}, r"validation_split must be a number in \(0, 1\)"),
+        ({"on_divergence": "stop"}, "on_divergence must be"),
+    ],
+)
+def test_fit_option_errors(kwargs, match):
+    X, y = blobs()
+    with pytest.raises(ValueError, match=match):
+        net64().fit(X, y, epochs=1, **kwargs)
+
+
+def test_dropout_same_on_every_backend(be):
+    X, y = blobs(24)
+    ref = bpx.Network([4, 8, 3], backend="numpy", dtype="float64", seed=3)
+    ref.fit(X, y, epochs=3, batch_size=8, dropout=0.3)
+    net = bpx.Network([4, 8, 3], backend=be, dtype="float64", seed=3)
+    net.fit(X, y, epochs=3, batch_size=8, dropout=0.3)
+    np.testing.assert_allclose(net.history["loss"], ref.history["loss"], rtol=1e-10)
+    plain = bpx.Network([4, 8, 3], backend="numpy", dtype="float64", seed=3)
+    plain.fit(X, y, epochs=3, batch_size=8)
+    assert not np.allclose(plain.history["loss"], ref.history["loss"])  # dropout did act
+
+
+def test_dropout_gradient_matches_finite_differences():
+    """With fixed masks, backward through dropout is the exact gradient."""
+    from bpx import backprop
+    from bpx.backend import resolve
+
+    be = resolve("numpy")
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    W = [rng.standard_normal((4, 3)), rng.standard_normal((2, 4))]
+    b = [rng.standard_normal(4), rng.standard_normal(2)]
+    masks = [(rng.random((5, 4)) > 0.4) / 0.6]
+    acts = [bpx.activations.get("tanh"), bpx.activations.get("identity")]
+    loss = bpx.losses.get("mse")
+
+    def cost(W, b):
+        a, z = backprop.forward(W, b, acts, X, be.ops, masks=masks)
+        return float(backprop.cost(loss, acts[-1], a[-1], z, Y, be.xp))
+
+    a, z = backprop.forward(W, b, acts, X, be.ops, masks=masks)
+    d = backprop.output_error(loss, acts[-1], a[-1], z, Y, be.ops)
+    dW, _ = backprop.backward(W, acts, a, d, be.ops, scale=1 / 5, masks=masks)
+    h = 1e-6
+    for l in range(2):
+        fd = np.zeros_like(W[l])
+        for idx in np.ndindex(W[l].shape):
+            Wp = [w.copy() for w in W]
+            Wm = [w.copy() for w in W]
+            Wp[l][idx] += h
+            Wm[l][idx] -= h
+            fd[idx] = (cost(Wp, b) - cost(Wm, b)) / (2 * h)
+        np.testing.assert_allclose(dW[l], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_clip_norm_bounds_the_step():
+    X, y = blobs(16)
+    clipped, free = net64(), net64()
+    W0 = [w.copy() for w in clipped.weights]
+    kw = {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 1.0, "shuffle": False}
+    clipped.fit(X, y, clip_norm=1e-3, **kw)
+    free.fit(X, y, **kw)
+    step = math.sqrt(sum(np.sum((w - w0) ** 2) for w, w0 in zip(clipped.weights, W0))
+                     + sum(np.sum(b ** 2) for b in clipped.biases))
+    assert step == pytest.approx(1e-3, rel=1e-6)  # lr 1: the step is the clipped gradient
+    big = math.sqrt(sum(np.sum((w - w0) ** 2) for w, w0 in zip(free.weights, W0)))
+    assert big > 1e-2
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (schedules.StepDecay(step_size=2, gamma=0.5), [0.1, 0.1, 0.05, 0.05, 0.025]),
+        (schedules.ExponentialDecay(gamma=0.5), [0.1, 0.05, 0.025, 0.0125, 0.00625]),
+        (schedules.Cosine(period=4), [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05,
+                                      0.1 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0]),
+        ("constant", [0.1] * 5),
+    ],
+)
+def test_schedules(schedule, expected):
+    X, y = blobs(20)
+    net = net64()
+    net.fit(X, y, epochs=5, batch_size=10, lr=0.1, lr_schedule=schedule)
+    np.testing.assert_allclose(net.history["lr"], expected, rtol=1e-12, atol=1e-15)
+
+
+def test_reduce_on_plateau():
+    sched = schedules.ReduceOnPlateau(factor=0.5, patience=1)
+    lrs = [sched(e, 1.0, {"loss": v}) for e, v in enumerate([1.0, 0.5, 0.6, 0.6, 0.6, 0.4])]
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5]
+
+
+def test_early_stopping_restores_best_weights():
+    X, y = blobs(40)
+    Xv, yv = blobs(40, seed=1)
+    es = callbacks.EarlyStopping(patience=2)
+    net = net64()
+    # a learning rate this large makes val_loss bounce, so early stopping has work to do
+    net.fit(X, y, epochs=60, batch_size=8, optimizer="sgd", lr=3.0,
+            validation_data=(Xv, yv), callbacks=[es], on_divergence="ignore")
+    assert es.stopped_epoch is not None and len(net.history["loss"]) < 60
+    best = min(v for v in net.history["val_loss"] if math.isfinite(v))
+    assert net.evaluate(Xv, yv)["loss"] == pytest.approx(best, rel=1e-12)
+
+
+def test_early_stopping_flag_and_validation_split():
+    X, y = blobs(60)
+    net = net64()
+    net.fit(X, y, epochs=200, batch_size=8, optimizer="adam", lr=0.05, early_stopping=3,
+            validation_split=0.25)
+    assert len(net.history["val_loss"]) < 200
+
+
+def test_callback_protocol_order():
+    seen = []
+
+    class Spy(callbacks.Callback):
+        def on_train_begin(self, net):
+            seen.append("begin")
+
+        def on_epoch_begin(self, net, epoch):
+            seen.append(f"e{epoch}")
+
+        def on_epoch_end(self, net, epoch, logs):
+            seen.append(f"end{epoch}:{sorted(logs)}")
+            if epoch == 1:
+                net.stop_training = True
+
+        def on_train_end(self, net, logs):
+            seen.append("done")
+
+    X, y = blobs(20)
+    hist = callbacks.History()
+    net64().fit(X, y, epochs=5, batch_size=10, callbacks=[Spy(), hist])
+    assert seen == ["begin", "e0", "end0:['loss', 'lr', 'time']", "e1",
+                    "end1:['loss', 'lr', 'time']", "done"]
+    assert len(hist.history["loss"]) == 2
+
+
+def test_divergence_restores_finite_weights_and_raises():
+    X, y = blobs(40)
+    X = X * 1e3
+    net = bpx.Network([4, 6, 3], activation="relu", backend="numpy", dtype="float32", seed=0)
+    with pytest.raises(bpx.DivergenceError, match=r"non-finite at epoch \d+, step \d+ of 5"):
+        net.fit(X, y, epochs=50, batch_size=8, optimizer="sgd", lr=1e3)
+    assert all(np.all(np.isfinite(w)) for w in (*net.weights, *net.biases))
+    assert net.history["diverged_at"]
+
+
+def test_divergence_warns_by_option():
+    X, y = blobs(40)
+    net = bpx.Network([4, 6, 3], backend="numpy", dtype="float32", seed=0)
+    with pytest.warns(bpx.DivergenceWarning, match="diverged"):
+        net.fit(X * 1e3, y, epochs=50, batch_size=8, optimizer="sgd", lr=1e3,
+                on_divergence="warn")
+    assert all(np.all(np.isfinite(w)) for w in net.weights)
+
+
+def test_terminate_on_nan_stops_when_divergence_ignored():
+    X, y = blobs(40)
+    net = bpx.Network([4, 6, 3], backend="numpy", dtype="float32", seed=0)
+    with np.errstate(all="ignore"):
+        net.fit(X * 1e3, y, epochs=50, batch_size=8, optimizer="sgd", lr=1e3,
+                on_divergence="ignore", callbacks=[callbacks.TerminateOnNaN()])
+    assert len(net.history["loss"]) < 50 and not math.isfinite(net.history["loss"][-1])
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt",
+                    reason="needs POSIX signals")
+def test_ctrl_c_keeps_last_completed_step():
+    """SIGINT in the middle of an update: the step completes, fit stops and re-raises."""
+    X, y = blobs(64)
+
+    class InterruptedSGD(bpx.optimizers.SGD):
+        calls = 0
+
+        def step(self, params, grads, ops, decay_mask):
+            InterruptedSGD.calls += 1
+            if InterruptedSGD.calls == 11:  # epoch 2 (8 steps an epoch), its third step
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives mid-step
+            return super().step(params, grads, ops, decay_mask)
+
+    net = net64()
+    with pytest.raises(KeyboardInterrupt, match="last completed step"):
+        net.fit(X, y, epochs=10, batch_size=8, optimizer=InterruptedSGD(lr=0.01))
+    assert len(net.history["loss"]) == 1  # one whole epoch recorded
+    # the weights are those after epoch 2's third mini-batch: replay to check
+    ref = net64()
+    ref.fit(X, y, epochs=1, batch_size=8)
+    perm = ref._rng.permutation(64)[:24]
+    ref.fit(X[perm], y[perm], epochs=1, batch_size=8, shuffle=False)
+    for w, r in zip(net.weights, ref.weights):
+        np.testing.assert_allclose(to_host(w), r, rtol=1e-12)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
