@@ -70,7 +70,8 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                     cb.on_epoch_begin(net, epoch)
                 start_params = net.get_params() if cfg.on_divergence != "ignore" else None
                 t0 = time.perf_counter()
-                steps = _run_epoch(net, X, Y, cfg, m, b, interrupt, epoch)
+                with _progress_bar(cfg.verbose, math.ceil(m / b), epoch, cfg.epochs) as bar:
+                    steps = _run_epoch(net, X, Y, cfg, m, b, interrupt, bar)
                 total, weight_sum, step_costs, done = steps
                 if done < math.ceil(m / b):  # interrupted inside the epoch
                     interrupted = True
@@ -103,7 +104,7 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                                 "completed step")
 
 
-def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, epoch: int):
+def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar):
     """One pass over the data. Returns (device cost sum, weight sum, per-step costs, steps)."""
     be, xp, ops = net._backend, net.xp, net._backend.ops
     opt = cfg.optimizer
@@ -150,8 +151,30 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, epoch: int)
         params = opt.step(params, grads, ops, decay_mask)
         net.weights, net.biases = params[0::2], params[1::2]
         done += 1
+        if bar is not None:
+            bar.update(1)
     weight_sum = float(m) if sw is None else float(np.sum(sw))
     return total, weight_sum, step_costs, done
+
+
+@contextlib.contextmanager
+def _progress_bar(verbose: bool, steps: int, epoch: int, epochs: int):
+    """A tqdm bar over the epoch's mini-batches, when verbose, on a terminal, with tqdm
+    installed (``pip install bpx[progress]``); else None (one printed line per epoch)."""
+    bar = None
+    if verbose and sys.stdout.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                       leave=False, file=sys.stdout)
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _dropout_masks(net, rates, mb: int):
