@@ -17,6 +17,7 @@ from bpx.exceptions import (
     DivergenceWarning,
     NotFittedError,
 )
+from bpx.io import ModelFileError
 from bpx.network import Network
 
 __version__ = "0.1.0"
@@ -30,5 +31,5 @@ def load(path, backend=None, *, device=None, on_unavailable=None) -> Network:
 
 
 __all__ = ["BackendFallbackWarning", "BackendUnavailableError", "DivergenceError",
-           "DivergenceWarning", "Network", "NotFittedError", "__version__", "activations",
+           "DivergenceWarning", "ModelFileError", "Network", "NotFittedError", "__version__", "activations",
            "available", "callbacks", "load", "losses", "optimizers", "resolve", "schedules"]

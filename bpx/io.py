@@ -1,0 +1,609 @@
+"""Save and load networks: one safetensors file, written and read with NumPy alone.
+
+A model file is a `safetensors <https://github.com/huggingface/safetensors>`_ file, the
+format that holds only tensors and strings and so cannot execute code when read. bpx writes
+and reads it itself (the ``safetensors`` package is not needed), and nothing here ever
+unpickles: a crafted file can make :func:`load` raise :class:`ModelFileError`, nothing else.
+
+File layout
+-----------
+::
+
+    bytes 0 .. 8        N: the header length, an unsigned 64-bit little-endian integer
+    bytes 8 .. 8+N      the header: a UTF-8 JSON object (bpx pads it with spaces to make
+                        8 + N a multiple of 8, as the safetensors writer does)
+    bytes 8+N .. end    the data: the raw bytes of every tensor, little-endian, C order,
+                        back to back
+
+The header maps each tensor name to its entry, plus one ``"__metadata__"`` entry, a
+string → string dict::
+
+    {"__metadata__": {"bpx": "<the configuration, a JSON object, as one string>"},
+     "weights.0": {"dtype": "F32", "shape": [n_1, n_0], "data_offsets": [0, 4 n_1 n_0]},
+     "biases.0":  {"dtype": "F32", "shape": [n_1],      "data_offsets": [4 n_1 n_0, ...]},
+     "weights.1": ...}
+
+``data_offsets`` are ``[begin, end)`` byte offsets from the start of the data. The tensors
+tile the data exactly: sorted by ``begin`` they start at 0, each begins where the previous
+one ends, and the last ends at the end of the file. bpx writes ``weights.l`` then
+``biases.l`` for ``l = 0 .. L-1``: ``weights.l`` has ``torch.nn.Linear``'s shape
+``(n_{l+1}, n_l)``, ``biases.l`` shape ``(n_{l+1},)``. Every tensor has the network's dtype:
+``"F32"`` (float32) or ``"F64"`` (float64).
+
+The configuration (the ``"bpx"`` metadata string)
+-------------------------------------------------
+A JSON object (Python's flavour: a non-finite number in ``history`` is written ``NaN`` /
+``Infinity``) with the keys
+
+=================  ==============================================================
+``format``         ``"bpx.network"``
+``format_version`` ``1``: this module reads versions ≤ :data:`FORMAT_VERSION`
+``bpx_version``    the bpx that wrote the file (informational)
+``layers``         ``[n_0, n_1, ..., n_L]``
+``activations``    the hidden activations' names, one per hidden layer
+``output``         the output activation's name
+``loss``           the loss's name (resolved: ``"binary_cross_entropy"``, not ``"cross_entropy"``)
+``dtype``          ``"float32"`` or ``"float64"``
+``init``           the ``init=`` argument (``null`` for the per-layer default)
+``classes``        ``null``, or ``{"dtype": <numpy dtype str>, "values": [...]}``: the class
+                   labels ``classes_`` (see below)
+``y_shape``        ``null``, ``"1d"`` or ``"2d"``: the shape of the regression targets
+``history``        ``{"loss": [...], ...}``: the training history, one number per epoch
+``rng``            ``null`` or the state of the host RNG (a PCG64 state: four integers),
+                   so that training after a load shuffles as it would have without one
+``saved_from``     ``{"backend": ..., "device": ...}`` (informational)
+=================  ==============================================================
+
+Class labels keep their exact values and NumPy dtype: ``values`` is a JSON list of ints
+(kinds ``b``: JSON booleans, ``i``, ``u``), floats (``f``, written with Python's exact
+``repr``), strings (``U``), hex strings (``S``: bytes), ints (``M`` / ``m``: the int64
+count of the datetime / timedelta unit), or, for ``object`` arrays, JSON strings, ints,
+floats and booleans as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+
+import numpy as np
+
+#: The format version this module writes, and the newest it reads.
+FORMAT_VERSION = 1
+#: The value of the configuration's ``format`` key.
+FORMAT_NAME = "bpx.network"
+#: The ``__metadata__`` key that holds the configuration.
+METADATA_KEY = "bpx"
+#: Headers longer than this are refused before anything is allocated (safetensors' own cap).
+MAX_HEADER_BYTES = 100_000_000
+
+_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+_DTYPE_CODE = {"float32": "F32", "float64": "F64"}
+_REQUIRED = ("format", "format_version", "layers", "activations", "output", "loss", "dtype",
+             "init", "classes", "y_shape", "history")
+# A plain one-field NumPy dtype string: byte order, kind, item size, datetime unit.
+_LABEL_DTYPE = re.compile(r"[<>|=]?[biufUSOMm]\d{0,4}(\[\d{0,3}[A-Za-z]{1,2}\])?")
+_RNGS = ("PCG64", "PCG64DXSM")
+
+
+class ModelFileError(ValueError):
+    """A file given to :func:`load` is not a bpx model this version can read.
+
+    The message names the file and what is wrong with it.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# save
+# --------------------------------------------------------------------------------------
+def save(net, path) -> None:
+    """Write ``net`` to ``path``: its parameters and everything needed to rebuild it.
+
+    The file is a safetensors file (see the module docstring); any backend's network can be
+    saved and loaded on any other. The write is atomic: the bytes go to a temporary file in
+    the same directory, which is flushed, synced and then renamed over ``path``; if anything
+    fails, the temporary file is removed and a file already at ``path`` is left untouched.
+
+    Raises ``ValueError`` for what cannot be stored: a custom (unregistered) activation or
+    loss, or class labels of a kind listed nowhere in the module docstring.
+    """
+    path = os.fspath(path)
+    config = _config(net)
+    tensors = {}
+    for kind, params in (("weights", net.weights), ("biases", net.biases)):
+        for i, p in enumerate(params):
+            tensors[f"{kind}.{i}"] = _host(net, p, f"{kind}[{i}]")
+    if len(net.weights) != len(net.layers) - 1 or len(net.biases) != len(net.layers) - 1:
+        msg = (f"cannot save: {len(net.weights)} weight and {len(net.biases)} bias arrays for "
+               f"layers {net.layers}")
+        raise ValueError(msg)
+    _check_shapes(tensors, config["layers"])
+    order = [f"{k}.{i}" for i in range(len(net.weights)) for k in ("weights", "biases")]
+    header: dict = {"__metadata__": {METADATA_KEY: json.dumps(config, separators=(",", ":"))}}
+    offset = 0
+    for name in order:
+        a = tensors[name]
+        header[name] = {"dtype": _DTYPE_CODE[config["dtype"]], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    raw = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("ascii")
+    raw += b" " * (-(8 + len(raw)) % 8)
+    _atomic_write(path, [len(raw).to_bytes(8, "little"), raw,
+                         *(memoryview(tensors[n]).cast("B") for n in order)])
+
+
+def _host(net, p, what: str) -> np.ndarray:
+    a = np.asarray(net._backend.to_host(p))
+    want = np.dtype(net.dtype)
+    if a.dtype != want:
+        msg = f"cannot save: {what} has dtype {a.dtype}, but the network's dtype is {want}"
+        raise ValueError(msg)
+    return np.ascontiguousarray(a, dtype=want.newbyteorder("<"))
+
+
+def _config(net) -> dict:
+    from bpx import __version__
+    from bpx import activations as _acts
+    from bpx import losses as _losses
+
+    for act in (*net.activations, net.output):
+        if _acts.ACTIVATIONS.get(act.name) is not act:
+            msg = (f"cannot save: activation {act.name!r} is not one of bpx's registered "
+                   "activations, and a file stores activations by name")
+            raise ValueError(msg)
+    if _losses.LOSSES.get(net.loss.name) is not net.loss:
+        msg = (f"cannot save: loss {net.loss.name!r} is not one of bpx's registered losses, "
+               "and a file stores the loss by name")
+        raise ValueError(msg)
+    history = {}
+    for key, values in (net.history or {}).items():
+        history[str(key)] = [_number(v, f"history[{key!r}]") for v in values]
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "bpx_version": str(__version__),
+        "layers": [int(n) for n in net.layers],
+        "activations": [a.name for a in net.activations],
+        "output": net.output.name,
+        "loss": net.loss.name,
+        "dtype": net.dtype,
+        "init": net.init,
+        "classes": None if net.classes_ is None else _encode_classes(np.asarray(net.classes_)),
+        "y_shape": net._y_shape,
+        "history": history,
+        "rng": _rng_state(getattr(net, "_rng", None)),
+        "saved_from": {"backend": str(net.backend), "device": str(net.device)},
+    }
+
+
+def _number(v, what: str):
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    msg = f"cannot save: {what} holds {type(v).__name__} {v!r}; history values must be numbers"
+    raise ValueError(msg)
+
+
+def _encode_classes(c: np.ndarray) -> dict:
+    return {"dtype": c.dtype.str, "values": _label_values(c)}
+
+
+def _label_values(c: np.ndarray) -> list:
+    """The JSON list for class labels ``c`` (see the module docstring)."""
+    if c.ndim != 1:
+        msg = f"cannot save: classes_ must be 1-D, got shape {c.shape}"
+        raise ValueError(msg)
+    kind = c.dtype.kind
+    if kind == "b":
+        return [bool(x) for x in c]
+    if kind in "iu":
+        return [int(x) for x in c]
+    if kind == "f" and c.dtype.itemsize <= 8:
+        return [float(x) for x in c]
+    if kind == "U":
+        return [str(x) for x in c]
+    if kind == "S":
+        return [bytes(x).hex() for x in c]
+    if kind in "Mm":
+        return [int(x) for x in c.view(np.int64)]
+    if kind == "O":
+        out = []
+        for x in c:
+            if isinstance(x, (str, bool, int, float)):
+                out.append(x if type(x) in (str, bool, int, float) else _plain(x))
+            elif isinstance(x, (np.str_, np.bool_, np.integer, np.floating)):
+                out.append(x.item())
+            else:
+                msg = (f"cannot save: class label {x!r} ({type(x).__name__}); object labels "
+                       "must be str, int, float or bool")
+                raise ValueError(msg)
+        return out
+    msg = f"cannot save: class labels of dtype {c.dtype} are not supported"
+    raise ValueError(msg)
+
+
+def _plain(x):
+    for t in (bool, int, float, str):
+        if isinstance(x, t):
+            return t(x)
+    raise AssertionError(x)  # unreachable: the caller checked the type
+
+
+def _rng_state(rng):
+    if not isinstance(rng, np.random.Generator):
+        return None
+    state = rng.bit_generator.state
+    if state.get("bit_generator") not in _RNGS:
+        return None  # other generators' states hold arrays; a load draws a fresh RNG
+    return state
+
+
+def _atomic_write(path: str, chunks) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.NamedTemporaryFile(mode="wb", dir=directory, delete=False,
+                                      prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with tmp as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp.name, _file_mode(path))
+        os.replace(tmp.name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name)
+        raise
+    _sync_directory(directory)
+
+
+def _file_mode(path: str) -> int:
+    """The mode a plain ``open(path, "wb")`` would give: the old file's, else 0o666 − umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _sync_directory(directory: str) -> None:
+    """Make the rename durable (POSIX); best effort elsewhere."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------------------
+# load
+# --------------------------------------------------------------------------------------
+def load(path, backend=None, *, device=None, on_unavailable=None):
+    """Rebuild the :class:`~bpx.Network` saved at ``path`` by :func:`save`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    backend, device, on_unavailable
+        Where the loaded network lives, as for :class:`~bpx.Network` (default: ``None``,
+        i.e. ``BPX_BACKEND``, then "auto"). A model saved on any backend loads on any other.
+
+    Returns
+    -------
+    Network
+        With the saved parameters (bit for bit), configuration, ``classes_``, history and
+        host RNG state.
+
+    Raises
+    ------
+    ModelFileError
+        The file is truncated, is not a safetensors file, is a safetensors file but not a bpx
+        model, was written by a newer bpx, or is inconsistent (the message says what).
+    """
+    from bpx.backend import resolve
+    from bpx.network import Network
+
+    path = os.fspath(path)
+    be = resolve(backend, device=device, on_unavailable=on_unavailable)
+    config, tensors = _read(path)
+    try:
+        net = Network(config["layers"], activation=config["activations"],
+                      output=config["output"], loss=config["loss"], backend=be,
+                      dtype=config["dtype"], seed=0, init=config["init"])
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: this bpx cannot rebuild the saved network: {exc}") from exc
+    if net.loss.name != config["loss"] or net.output.name != config["output"]:
+        msg = (f"{path}: the saved loss/output {config['loss']!r}/{config['output']!r} "
+               f"rebuilt as {net.loss.name!r}/{net.output.name!r}")
+        raise ModelFileError(msg)
+    L = len(config["layers"]) - 1
+    dt = be.dtype(net.dtype)
+    net.weights = [be.asarray(tensors[f"weights.{i}"], dtype=dt) for i in range(L)]
+    net.biases = [be.asarray(tensors[f"biases.{i}"], dtype=dt) for i in range(L)]
+    net.classes_ = None if config["classes"] is None else _decode_classes(path, config["classes"])
+    net._y_shape = config["y_shape"]
+    net.history = {k: list(v) for k, v in config["history"].items()}
+    if config.get("rng") is not None:
+        net._rng = _decode_rng(path, config["rng"])
+    _check_classes(path, net)
+    return net
+
+
+def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """Parse and check the file; return the configuration and the host tensors."""
+    def fail(what: str):
+        return ModelFileError(f"{path}: {what}")
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if size < 8 or len(head) < 8:
+            msg = (f"file is too short ({size} bytes) to be a bpx model: a safetensors file "
+                   "starts with an 8-byte header length")
+            raise fail(msg + _sniff(head))
+        n = int.from_bytes(head, "little")
+        if n > MAX_HEADER_BYTES:
+            raise fail(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit: "
+                       f"not a safetensors file{_sniff(head)}")
+        if 8 + n > size:
+            raise fail(f"truncated: the header length says {n} bytes, but only {size - 8} "
+                       f"follow it{_sniff(head)}")
+        raw = f.read(n)
+        header = _parse_json(raw, "the header", fail, head)
+        if not isinstance(header, dict):
+            raise fail(f"the header is JSON but not an object (got {type(header).__name__})")
+        config = _parse_config(header, fail)
+        data_len = size - 8 - n
+        layout = _check_entries(header, config, data_len, fail)
+        data = f.read(data_len)
+    if len(data) != data_len:
+        raise fail(f"truncated while reading: expected {data_len} data bytes, got {len(data)}")
+    tensors = {}
+    for name, (dtype, shape, begin, end) in layout.items():
+        a = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize,
+                          offset=begin)
+        tensors[name] = a.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+    return config, tensors
+
+
+def _sniff(head: bytes) -> str:
+    """A hint about what a non-safetensors file is, from its first bytes."""
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return " (it looks like a Python pickle; bpx never unpickles files)"
+    if head[:4] == b"PK\x03\x04":
+        return " (it looks like a zip archive, e.g. .npz or torch.save; bpx does not read those)"
+    if head[:6] == b"\x93NUMPY":
+        return " (it looks like a NumPy .npy file)"
+    return ""
+
+
+def _parse_json(raw: bytes | str, what: str, fail, head: bytes = b""):
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise fail(f"{what} repeats the key(s) {dup}")
+        return dict(pairs)
+
+    if isinstance(raw, str):
+        text = raw
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise fail(f"{what} is not valid JSON (not UTF-8: {exc}){_sniff(head)}") from None
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise fail(f"{what} is not valid JSON ({exc}){_sniff(head)}") from None
+
+
+def _parse_config(header: dict, fail) -> dict:
+    meta = header.get("__metadata__")
+    if meta is None or not isinstance(meta, dict) or METADATA_KEY not in meta:
+        raise fail(f"not a bpx model: a safetensors file without bpx metadata (no "
+                   f"{METADATA_KEY!r} entry in its __metadata__)")
+    for k, v in meta.items():
+        if not isinstance(v, str):
+            raise fail(f"__metadata__[{k!r}] must be a string, got {type(v).__name__}")
+    config = _parse_json(meta[METADATA_KEY], "the bpx configuration", fail)
+    if not isinstance(config, dict):
+        raise fail("the bpx configuration is not a JSON object")
+    if config.get("format") != FORMAT_NAME:
+        raise fail(f"not a bpx model: its configuration's format is {config.get('format')!r}, "
+                   f"expected {FORMAT_NAME!r}")
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise fail(f"unknown format_version {version!r}; this bpx reads format versions "
+                   f"≤ {FORMAT_VERSION}")
+    if version > FORMAT_VERSION:
+        raise fail(f"format_version {version} was written by a newer bpx "
+                   f"({config.get('bpx_version', 'unknown version')}); this bpx reads format "
+                   f"versions ≤ {FORMAT_VERSION}: upgrade bpx to load it")
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        raise fail(f"the bpx configuration is missing the key(s) {missing}")
+    _check_config(config, fail)
+    return config
+
+
+def _check_config(c: dict, fail) -> None:
+    layers = c["layers"]
+    if (not isinstance(layers, list) or len(layers) < 2
+            or not all(type(n) is int and n >= 1 for n in layers)):
+        raise fail(f"config 'layers' must be a list of at least two positive integers, "
+                   f"got {layers!r}")
+    acts = c["activations"]
+    if (not isinstance(acts, list) or len(acts) != len(layers) - 2
+            or not all(isinstance(a, str) for a in acts)):
+        raise fail(f"config 'activations' must list {len(layers) - 2} name(s), one per hidden "
+                   f"layer of {layers}, got {acts!r}")
+    for key in ("output", "loss"):
+        if not isinstance(c[key], str):
+            raise fail(f"config {key!r} must be a name, got {c[key]!r}")
+    if c["dtype"] not in _DTYPE_CODE:
+        raise fail(f"config 'dtype' must be 'float32' or 'float64', got {c['dtype']!r}")
+    if c["init"] is not None and not isinstance(c["init"], str):
+        raise fail(f"config 'init' must be a name or null, got {c['init']!r}")
+    if c["y_shape"] not in (None, "1d", "2d"):
+        raise fail(f"config 'y_shape' must be null, '1d' or '2d', got {c['y_shape']!r}")
+    hist = c["history"]
+    if not isinstance(hist, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+            for v in hist.values()):
+        raise fail("config 'history' must map names to lists of numbers")
+    classes = c["classes"]
+    if classes is not None and (not isinstance(classes, dict)
+                                or set(classes) != {"dtype", "values"}
+                                or not isinstance(classes["dtype"], str)
+                                or not isinstance(classes["values"], list)):
+        raise fail(f"config 'classes' must be null or {{'dtype': str, 'values': list}}, "
+                   f"got {classes!r}")
+
+
+def _check_entries(header: dict, config: dict, data_len: int, fail) -> dict:
+    """Check every tensor entry against the configuration and the data section's size.
+
+    Returns ``{name: (dtype, shape, begin, end)}``.
+    """
+    layers = config["layers"]
+    L = len(layers) - 1
+    expected = {f"weights.{i}": (layers[i + 1], layers[i]) for i in range(L)}
+    expected |= {f"biases.{i}": (layers[i + 1],) for i in range(L)}
+    names = {k for k in header if k != "__metadata__"}
+    if names - expected.keys():
+        raise fail(f"unexpected tensor(s) {sorted(names - expected.keys())} for layers "
+                   f"{layers}")
+    if expected.keys() - names:
+        raise fail(f"missing tensor(s) {sorted(expected.keys() - names)} for layers {layers}")
+    want_code = _DTYPE_CODE[config["dtype"]]
+    layout = {}
+    for name in expected:  # weights.0 … then biases.0 …: the first bad one is reported
+        e = header[name]
+        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            raise fail(f"tensor {name!r}: entry must have exactly dtype, shape and "
+                       f"data_offsets, got {e!r}")
+        code, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        if code not in _DTYPES:
+            raise fail(f"tensor {name!r} has dtype {code!r}; bpx models hold F32 or F64")
+        if code != want_code:
+            raise fail(f"tensor {name!r} has dtype {code}, but the configuration's dtype is "
+                       f"{config['dtype']} ({want_code})")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise fail(f"tensor {name!r} has an invalid shape {shape!r}")
+        if tuple(shape) != expected[name]:
+            raise fail(f"tensor {name!r} has shape {tuple(shape)}, but layers {layers} need "
+                       f"{expected[name]}")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(o) is int and o >= 0 for o in offsets)
+                or offsets[0] > offsets[1]):
+            raise fail(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        begin, end = offsets
+        dtype = _DTYPES[code]
+        nbytes = math.prod(shape) * dtype.itemsize
+        if end - begin != nbytes:
+            raise fail(f"tensor {name!r}: data_offsets {offsets} span {end - begin} bytes, "
+                       f"but shape {tuple(shape)} of {code} needs {nbytes}")
+        if end > data_len:
+            raise fail(f"truncated: tensor {name!r} needs data bytes up to {end}, but the "
+                       f"data section has only {data_len}")
+        layout[name] = (dtype, tuple(shape), begin, end)
+    pos = 0
+    for name, (_, _, begin, end) in sorted(layout.items(), key=lambda kv: kv[1][2:]):
+        if begin != pos:
+            what = "overlaps the previous tensor" if begin < pos else "leaves a gap before it"
+            raise fail(f"tensor data offsets are not contiguous: {name!r} begins at {begin}, "
+                       f"expected {pos} (it {what})")
+        pos = end
+    if pos != data_len:
+        raise fail(f"{data_len - pos} trailing byte(s) after the last tensor (the tensors "
+                   f"end at {pos}, the data section has {data_len})")
+    return layout
+
+
+def _decode_classes(path: str, spec: dict) -> np.ndarray:
+    def fail(what: str):
+        return ModelFileError(f"{path}: config 'classes': {what}")
+
+    code, values = spec["dtype"], spec["values"]
+    if not _LABEL_DTYPE.fullmatch(code):
+        raise fail(f"unsupported dtype {code!r}")
+    try:
+        dtype = np.dtype(code)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"unsupported dtype {code!r} ({exc})") from None
+    kind = dtype.kind
+    if kind == "f" and dtype.itemsize > 8:
+        raise fail(f"unsupported dtype {code!r} (floats wider than 64 bits)")
+    types = {"b": (bool,), "i": (int,), "u": (int,), "f": (float,), "U": (str,),
+             "S": (str,), "M": (int,), "m": (int,), "O": (str, bool, int, float)}[kind]
+    for x in values:
+        if not isinstance(x, types) or (bool not in types and isinstance(x, bool)):
+            raise fail(f"value {x!r} does not fit dtype {code!r}")
+    try:
+        if kind == "S":
+            arr = np.array([bytes.fromhex(x) for x in values], dtype=dtype)
+        elif kind in "Mm":
+            arr = np.array(values, dtype=np.int64).view(dtype)
+        elif kind == "O":
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = values
+        else:
+            arr = np.array(values, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise fail(f"values do not fit dtype {code!r} ({exc})") from None
+    arr = arr.reshape(len(values))
+    if arr.dtype != dtype or json.dumps(_label_values(arr)) != json.dumps(values):
+        raise fail(f"values do not round-trip through dtype {code!r} (out of range, too "
+                   "long or not exactly representable)")
+    return arr
+
+
+def _check_classes(path: str, net) -> None:
+    n_out = net.layers[-1]
+    if net.classes_ is None:
+        return
+    if not net.is_classifier:
+        raise ModelFileError(f"{path}: a regressor (loss {net.loss.name!r}) with class labels")
+    want = 2 if n_out == 1 else n_out
+    if net.classes_.size != want:
+        raise ModelFileError(f"{path}: {net.classes_.size} class labels for an output layer of "
+                             f"{n_out} unit(s), which fits exactly {want}")
+
+
+def _decode_rng(path: str, state) -> np.random.Generator:
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _RNGS:
+        raise ModelFileError(f"{path}: config 'rng' names an unsupported generator {name!r}")
+    bitgen = getattr(np.random, name)()
+    try:
+        bitgen.state = state
+    except Exception as exc:  # any malformed state: report it as a bad file
+        raise ModelFileError(f"{path}: config 'rng' is not a valid {name} state ({exc})") from None
+    return np.random.Generator(bitgen)
+
+
+def _check_shapes(tensors: dict, layers) -> None:
+    for i in range(len(layers) - 1):
+        for kind, shape in (("weights", (layers[i + 1], layers[i])), ("biases", (layers[i + 1],))):
+            a = tensors[f"{kind}.{i}"]
+            if a.shape != shape:
+                msg = (f"cannot save: {kind}[{i}] has shape {a.shape}, but layers {layers} "
+                       f"need {shape}")
+                raise ValueError(msg)
+
+
+__all__ = ["FORMAT_VERSION", "MAX_HEADER_BYTES", "ModelFileError", "load", "save"]
