@@ -16,6 +16,7 @@ from bpx.exceptions import (
     DivergenceError,
     DivergenceWarning,
     NotFittedError,
+    OutOfMemoryError,
 )
 from bpx.io import ModelFileError
 from bpx.network import Network
@@ -30,6 +31,9 @@ def load(path, backend=None, *, device=None, on_unavailable=None) -> Network:
     return io.load(path, backend, device=device, on_unavailable=on_unavailable)
 
 
-__all__ = ["BackendFallbackWarning", "BackendUnavailableError", "DivergenceError",
-           "DivergenceWarning", "ModelFileError", "Network", "NotFittedError", "__version__", "activations",
-           "available", "callbacks", "load", "losses", "optimizers", "resolve", "schedules"]
+__all__ = [
+    "BackendFallbackWarning", "BackendUnavailableError", "DivergenceError", "DivergenceWarning",
+    "ModelFileError", "Network", "NotFittedError", "OutOfMemoryError", "__version__",
+    "activations", "available", "callbacks", "load", "losses", "optimizers", "resolve",
+    "schedules",
+]

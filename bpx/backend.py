@@ -305,6 +305,19 @@ class Backend:
             return np.errstate(over="ignore", invalid="ignore", divide="ignore")
         return contextlib.nullcontext()
 
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is this library's out-of-memory error (host or device)."""
+        if isinstance(exc, MemoryError):
+            return True
+        kind = type(exc).__name__
+        if self.name == "cupy":
+            return kind in ("OutOfMemoryError", "CUDARuntimeError") and "memory" in str(exc).lower()
+        if self.name == "torch":
+            return kind == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+        if self.name == "jax":
+            return "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower()
+        return False
+
     def dtype(self, name: str):
         """The namespace's dtype object for ``"float32"`` / ``"float64"``."""
         return getattr(self.xp, name)

@@ -25,6 +25,10 @@ class DivergenceWarning(RuntimeWarning):
     """Training stopped on a non-finite loss (``on_divergence="warn"``)."""
 
 
+class OutOfMemoryError(MemoryError):
+    """The device (or host) ran out of memory; the message names the batch size to lower."""
+
+
 def suggest(name: str, choices) -> str:
     """``"; did you mean 'relu'?"`` when ``name`` is close to one of ``choices``, else ``""``."""
     close = difflib.get_close_matches(str(name).lower(), list(choices), n=1, cutoff=0.6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ from bpx import activations as _acts
 from bpx import backprop, initializers, training
 from bpx import losses as _losses
 from bpx.backend import check_dtype, resolve
-from bpx.exceptions import NotFittedError
+from bpx.exceptions import NotFittedError, OutOfMemoryError
 
 
 class Network:
@@ -316,8 +317,25 @@ class Network:
             clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
             on_divergence=on_divergence)
         self.optimizer_ = opt
-        training.train(self, Xd, Y, codes, cfg)
+        with self._memory_hint("fit", batch_size):
+            training.train(self, Xd, Y, codes, cfg)
         return self
+
+    @contextlib.contextmanager
+    def _memory_hint(self, what: str, batch_size: int | None):
+        """Re-raise the backend's out-of-memory error as one that says what to change."""
+        try:
+            yield
+        except Exception as exc:  # each library has its own OOM type: ask the backend
+            if not self._backend.is_out_of_memory(exc):
+                raise
+            size = "the whole input at once (batch_size=None)" if batch_size is None else (
+                f"batch_size={batch_size}")
+            smaller = "a batch_size such as 1024" if batch_size is None else (
+                f"a smaller batch_size, e.g. {max(1, batch_size // 2)}")
+            msg = (f"{what} ran out of memory on {self._backend} with {size} and layers "
+                   f"{self.layers} ({type(exc).__name__}: {exc}); try {smaller}")
+            raise OutOfMemoryError(msg) from exc
 
     def _apply_class_weight(self, class_weight, codes, sw):
         if not self.is_classifier:
@@ -423,10 +441,15 @@ class Network:
             msg = f"predict_proba needs a classifier; this network's loss is {self.loss.name!r}"
             raise AttributeError(msg)
         self._check_fitted()
-        a = self._output(self._features(X), batch_size)
+        a = self._output_guarded(X, batch_size, "predict_proba")
         if self.layers[-1] == 1:
             return self.xp.concat([1.0 - a, a], axis=1)
         return a
+
+    def _output_guarded(self, X, batch_size, what: str):
+        Xd = self._features(X)
+        with self._memory_hint(what, batch_size):
+            return self._output(Xd, batch_size)
 
     def predict(self, X, *, batch_size: int | None = None):
         """Class labels (NumPy, host) for classifiers; outputs (backend array) for regressors.
@@ -435,10 +458,10 @@ class Network:
         """
         if self.is_classifier:
             self._check_fitted()
-            a = self._output(self._features(X), batch_size)
+            a = self._output_guarded(X, batch_size, "predict")
             idx = self._predicted_codes(a)
             return self.classes_[self._backend.to_host(idx)]
-        a = self._output(self._features(X), batch_size)
+        a = self._output_guarded(X, batch_size, "predict")
         return a[:, 0] if self._y_shape == "1d" else a
 
     def _predicted_codes(self, a):
@@ -451,7 +474,8 @@ class Network:
         """Mean loss, and accuracy for classifiers: ``{"loss": ..., "accuracy": ...}``."""
         Xd = self._features(X)
         Y, codes = self._targets(y, Xd, fit=False)
-        return training.evaluate(self, Xd, Y, codes, batch_size)
+        with self._memory_hint("evaluate", batch_size):
+            return training.evaluate(self, Xd, Y, codes, batch_size)
 
 
 def _check_layers(layers) -> list[int]:
