@@ -31,6 +31,8 @@ class Activation:
     forward: Callable
     backward: Callable
     elementwise: bool = True
+    #: forward may overwrite z (with ops.inplace); forward() then keeps a copy of the logits
+    overwrites_z: bool = False
     #: the open interval σ maps into; used to refuse e.g. tanh with cross-entropy
     range: tuple[float, float] = (float("-inf"), float("inf"))
 
@@ -101,7 +103,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("identity", _identity, _identity_backward),
         Activation("sigmoid", _sigmoid, _sigmoid_backward, range=(0.0, 1.0)),
         Activation("tanh", _tanh, _tanh_backward, range=(-1.0, 1.0)),
-        Activation("relu", _relu, _relu_backward, range=(0.0, float("inf"))),
+        Activation("relu", _relu, _relu_backward, range=(0.0, float("inf")), overwrites_z=True),
         Activation("leaky_relu", _leaky_relu, _leaky_relu_backward),
         Activation("softmax", _softmax, _softmax_backward, elementwise=False, range=(0.0, 1.0)),
     )

@@ -375,11 +375,16 @@ def _make(name: str, device=None, reason: str = "") -> Backend:
         xp = array_api_compat.array_namespace(torch.empty(0))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return Backend("torch", xp, torch.device(device), reason, Ops(xp))
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:  # name it as its arrays report it
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return Backend("torch", xp, dev, reason, Ops(xp))
     if name == "jax":
         import jax
 
         jax.config.update("jax_enable_x64", True)  # float64 must mean float64
+        # float32 products in full precision: on GPUs JAX defaults to TF32 (~3e-4 error)
+        jax.config.update("jax_default_matmul_precision", "highest")
         import jax.numpy as jnp
 
         dev = device if device is not None else jax.devices()[0]

@@ -39,10 +39,15 @@ def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops,
     """
     a = [x]
     z = x
+    L = len(activations)
     for l, act in enumerate(activations):
         inp = a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
         z = ops.linear(inp, W[l], b[l])  # z^[l] = w^[l] a^[l-1] + b^[l]
-        a.append(act.forward(z, ops))  # a^[l] = σ(z^[l])
+        if l == L - 1 and act.overwrites_z and ops.inplace:
+            # an in-place σ would overwrite the logits we return: give it a copy
+            a.append(act.forward(ops.xp.asarray(z, copy=True), ops))
+        else:
+            a.append(act.forward(z, ops))  # a^[l] = σ(z^[l])
     return a, z
 
 

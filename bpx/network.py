@@ -113,8 +113,9 @@ class Network:
     # ---------------------------------------------------------------------------------
     def _set_params(self, W, b) -> None:
         be, dt = self._backend, self._backend.dtype(self.dtype)
-        self.weights = [be.asarray(w, dtype=dt) for w in W]
-        self.biases = [be.asarray(x, dtype=dt) for x in b]
+        # copies: training updates the parameters in place, never the caller's arrays
+        self.weights = [be.xp.asarray(be.asarray(w, dtype=dt), copy=True) for w in W]
+        self.biases = [be.xp.asarray(be.asarray(x, dtype=dt), copy=True) for x in b]
 
     @property
     def backend(self) -> str:

@@ -62,6 +62,10 @@ class SGD(Optimizer):
 
     ``v ← μ v + α g; W ← W − v`` (momentum); Nesterov uses ``W ← W − (μ v + α g)``.
     With ``momentum=0`` it is exactly equation (4).
+
+    The velocity carries the learning rate (as in scikit-learn), so with a constant rate
+    this equals PyTorch's ``v ← μ v + g; W ← W − α v``; under a learning-rate schedule the
+    two differ (here a rate change affects only new gradients, not the stored velocity).
     """
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
