@@ -1,20 +1,38 @@
-"""The ``bpx`` command: ``bpx info``, ``bpx demo`` and ``bpx bench``.
+"""The bpx command: train, predict, demo, bench and info from a shell.
 
-Exit codes: 0 success, 1 a failed run, 2 bad usage (argparse's own convention).
+Exit codes, for scripts: 0 success; 1 a run that failed on its data, its files or this
+machine (one line "bpx COMMAND: error: ..." on stderr, no traceback); 2 bad usage
+(argparse's convention: an unknown option, a missing argument, a value of the wrong type);
+130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import difflib
+import importlib.util
+import os
 import platform
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 
+class DataError(Exception):
+    """Input data or files the command cannot use; reported in one line, exit status 1."""
+
+
+# --------------------------------------------------------------------------------------
+# bpx info
+# --------------------------------------------------------------------------------------
 def _info(args) -> int:
     import array_api_compat
-    import numpy as np
 
     import bpx
 
@@ -27,9 +45,10 @@ def _info(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------
+# bpx demo
+# --------------------------------------------------------------------------------------
 def _demo(args) -> int:
-    import numpy as np
-
     import bpx
     from bpx.datasets import load_digits, train_test_split
 
@@ -58,27 +77,632 @@ def _demo(args) -> int:
     return 0
 
 
-def _bench(args) -> int:
+# --------------------------------------------------------------------------------------
+# reading data: CSV (header row) or NPZ (arrays X and y), NumPy and the csv module only
+# --------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    """Features (and targets) read from a file."""
+
+    X: np.ndarray                        # (m, n) float64
+    y: np.ndarray | None                 # labels (m,), or regression targets (m,) / (m, k)
+    features: list[str]                  # n column names
+    targets: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # target columns predict left out
+
+
+def _is_npz(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"  # a zip archive, which is what .npz files are
+
+
+def _read_npz(path: str, *, need_y: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    import zipfile
+
     try:
-        from benchmarks import bench
-    except ImportError:
-        print("bpx bench runs benchmarks/bench.py from a source checkout of bpx; "
-              "run it from the repository root", file=sys.stderr)
-        return 1
-    return bench.main(args.rest)
+        with np.load(path, allow_pickle=False) as data:
+            names = list(data.files)
+            if "X" not in names or (need_y and "y" not in names):
+                want = "arrays 'X' and 'y'" if need_y else "an array 'X'"
+                raise DataError(f"{path}: an NPZ data file needs {want}; it has {names}")
+            X = data["X"]
+            y = data["y"] if need_y else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable NPZ file ({exc})") from None
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{path}: X must be numeric, got dtype {X.dtype}")
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{path}: X must have shape (n_samples, n_features) with both > 0, "
+                        f"got {X.shape}")
+    if y is not None:
+        if y.ndim not in (1, 2) or len(y) != len(X):
+            raise DataError(f"{path}: y must have shape ({len(X)},) or ({len(X)}, k) to match "
+                            f"X {X.shape}, got {y.shape}")
+        if y.dtype.kind in "SU":
+            y = y.astype(str)
+    return X.astype(np.float64), y
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bpx", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows (blank lines skipped) and each row's line number."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            rows, lines = [], []
+            for row in reader:
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}, line {reader.line_num}: {len(row)} fields, but "
+                                    f"the header has {len(header)}")
+                rows.append(row)
+                lines.append(reader.line_num)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    if not header:
+        raise DataError(f"{path} is empty: a CSV data file needs a header row")
+    header = [h.strip() for h in header]
+    if not rows:
+        raise DataError(f"{path} has a header but no data rows")
+    return header, rows, lines
 
-    p = sub.add_parser("info", help="versions, and which backends are usable here (or why not)")
+
+def _column(header: list[str], col: str, path: str) -> int:
+    """The index of column ``col``: a header name, else an index (negative: from the end)."""
+    if header.count(col) > 1:
+        raise DataError(f"{path} has {header.count(col)} columns named {col!r}; select one "
+                        "by index instead")
+    if col in header:
+        return header.index(col)
+    try:
+        i = int(col)
+    except ValueError:
+        close = difflib.get_close_matches(col, header, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"{path} has no column {col!r}{hint} (columns: "
+                        f"{', '.join(header)})") from None
+    if not -len(header) <= i < len(header):
+        raise DataError(f"column index {i} is out of range: {path} has {len(header)} columns")
+    return i % len(header)
+
+
+def _numbers(rows, lines, cols: list[int], header: list[str], path: str,
+             hint: str = "") -> np.ndarray:
+    """The columns ``cols`` as a float64 array; a cell that is not a finite number is named."""
+    table = [[row[j] for j in cols] for row in rows]
+    try:
+        a = np.array(table, dtype=np.float64).reshape(len(rows), len(cols))
+    except ValueError:
+        a = None
+    if a is not None and np.all(np.isfinite(a)):
+        return a
+    for i, row in enumerate(table):  # the slow path, only to name the first bad cell
+        for j, cell in enumerate(row):
+            if a is None or not np.isfinite(a[i, j]):
+                try:
+                    ok = np.isfinite(float(cell))
+                except ValueError:
+                    ok = False
+                if not ok:
+                    what = "an empty cell" if not cell.strip() else repr(cell)
+                    raise DataError(f"{path}, line {lines[i]}, column {header[cols[j]]!r}: "
+                                    f"{what} is not a finite number (feature and regression "
+                                    f"target columns must be numeric){hint}")
+    return a
+
+
+def _labels(cells: list[str], lines, name: str, path: str) -> np.ndarray:
+    """Class labels: integers when every label is one, else the strings (stripped)."""
+    labels = [c.strip() for c in cells]
+    for label, line in zip(labels, lines):
+        if not label:
+            raise DataError(f"{path}, line {line}, column {name!r}: missing label")
+    try:
+        return np.array([int(v) for v in labels], dtype=np.int64)
+    except (ValueError, OverflowError):
+        return np.array(labels)
+
+
+def load_training_data(path: str, targets: list[str] | None, *, classify: bool) -> Data:
+    """Read training data: a CSV with its ``targets`` columns, or an NPZ with X and y."""
+    if _is_npz(path):
+        if targets:
+            raise DataError(f"--target selects CSV columns, but {path} is NPZ data, whose "
+                            "targets are its array 'y': drop --target")
+        X, y = _read_npz(path, need_y=True)
+        names = ["y"] if y.ndim == 1 else [f"y{j}" for j in range(y.shape[1])]
+        if classify:
+            if y.ndim != 1 and y.shape[1] != 1:
+                raise DataError(f"{path}: a classifier needs 1-D labels y, got shape {y.shape}"
+                                "; use --loss mse for several regression targets")
+            y = y.reshape(-1)
+        else:
+            if y.dtype.kind not in "biuf":
+                raise DataError(f"{path}: regression targets y must be numeric, got dtype "
+                                f"{y.dtype}")
+            y = y.astype(np.float64)
+        return Data(X, y, [f"x{j}" for j in range(X.shape[1])], names)
+    header, rows, lines = _read_csv(path)
+    idx = [_column(header, t, path) for t in targets]
+    if len(set(idx)) != len(idx):
+        raise DataError(f"--target names the same column twice: {targets}")
+    if classify and len(idx) != 1:
+        raise DataError(f"a classifier takes one --target column, got {len(idx)}; use "
+                        "--loss mse or mae for several regression targets")
+    feats = [j for j in range(len(header)) if j not in idx]
+    if not feats:
+        raise DataError(f"{path} has no feature columns left after the target column(s)")
+    X = _numbers(rows, lines, feats, header, path)
+    if classify:
+        y = _labels([row[idx[0]] for row in rows], lines, header[idx[0]], path)
+    else:
+        y = _numbers(rows, lines, idx, header, path)
+        y = y[:, 0] if len(idx) == 1 else y
+    return Data(X, y, [header[j] for j in feats], [header[j] for j in idx])
+
+
+def load_features(path: str, drop: list[str] | None) -> Data:
+    """Read prediction inputs: a CSV without (or dropping) the ``drop`` columns, or NPZ ``X``."""
+    if _is_npz(path):
+        X, _ = _read_npz(path, need_y=False)
+        return Data(X, None, [f"x{j}" for j in range(X.shape[1])])
+    header, rows, lines = _read_csv(path)
+    drop_idx = [header.index(c) for c in drop or () if c in header]
+    feats = [j for j in range(len(header)) if j not in drop_idx]
+    if not feats:
+        raise DataError(f"{path} has no feature columns left after dropping {drop}")
+    X = _numbers(rows, lines, feats, header, path,
+                 hint="; leave the target column out with --target COL")
+    return Data(X, None, [header[j] for j in feats], dropped=[header[j] for j in drop_idx])
+
+
+# --------------------------------------------------------------------------------------
+# bpx train
+# --------------------------------------------------------------------------------------
+def _split(y: np.ndarray, fraction: float, seed: int, classify: bool) -> np.ndarray:
+    """A boolean mask of the validation rows: stratified for labels, seeded."""
+    rng = np.random.default_rng(seed)
+    m = len(y)
+    val = np.zeros(m, dtype=bool)
+    if classify:
+        for label in np.unique(y):
+            idx = np.flatnonzero(y == label)
+            rng.shuffle(idx)
+            val[idx[: round(len(idx) * fraction)]] = True
+    else:
+        val[rng.permutation(m)[: round(m * fraction)]] = True
+    if not val.any() or val.all():
+        raise DataError(f"--validation-split {fraction} leaves an empty training or validation "
+                        f"set with {m} samples")
+    return val
+
+
+def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray) -> None:
+    """Make ``net``, trained on ``(X - mean) / scale``, take raw ``X``.
+
+    ``W (x − μ)/s + b = (W / s) x + (b − (W / s) μ)``: only the first layer changes.
+    """
+    from bpx.backend import to_host
+
+    W0 = np.asarray(to_host(net.weights[0]), dtype=np.float64) / scale
+    b0 = np.asarray(to_host(net.biases[0]), dtype=np.float64) - W0 @ mean
+    host = [np.asarray(to_host(w)) for w in net.weights]
+    hostb = [np.asarray(to_host(b)) for b in net.biases]
+    net.set_params([W0, *host[1:]], [b0, *hostb[1:]])
+
+
+def _check_writable(path: str, option: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise DataError(f"{option} {path}: directory {parent} does not exist")
+
+
+def _short_list(values, n: int = 8) -> str:
+    """All of ``values`` when there are at most 12, else the first ``n`` and the count."""
+    values = [_cell(v) for v in values]
+    if len(values) <= 12:
+        return ", ".join(values)
+    return ", ".join(values[:n]) + f", ... ({len(values)} in all)"
+
+
+def _make_network(args, layers, loss: str):
+    import bpx
+
+    activation = args.activation[0] if len(args.activation) == 1 else args.activation
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", bpx.BackendFallbackWarning)
+        net = bpx.Network(layers, activation=activation, loss=loss, backend=args.backend,
+                          dtype=args.dtype, seed=args.seed)
+    for w in caught:
+        print(f"bpx {args.command}: warning: {w.message}", file=sys.stderr)
+    return net
+
+
+def _train(args) -> int:
+    import bpx
+    from bpx import losses
+
+    say = (lambda *a, **k: None) if args.quiet else print
+    if args.plot:
+        from bpx.plot import _import_matplotlib
+
+        _import_matplotlib()  # fail before training, not after it
+        _check_writable(args.plot, "--plot")
+    _check_writable(args.output, "--output")
+    classify = losses.get(args.loss, n_outputs=2).classification
+    if not _is_npz(args.data) and not args.target:
+        args._parser.error("the following arguments are required for CSV data: --target")
+    data = load_training_data(args.data, args.target, classify=classify)
+    X, y = data.X, data.y
+    if classify:
+        classes = np.unique(y)
+        k = classes.size
+        if k < 2:
+            raise DataError(f"target {data.targets[0]!r} has a single class "
+                            f"({_cell(classes[0])!r}); a classifier needs at least two")
+        loss = losses.get(args.loss, n_outputs=1 if k == 2 else k)
+        if loss.name == "binary_cross_entropy" and k != 2:
+            raise DataError(f"--loss {args.loss} is for two classes, but target "
+                            f"{data.targets[0]!r} has {k}; use cross_entropy")
+        n_out = 1 if loss.name == "binary_cross_entropy" else k
+        what = f"{k} classes ({_short_list(classes)})"
+    else:
+        n_out = 1 if y.ndim == 1 else y.shape[1]
+        what = "regression"
+    layers = [X.shape[1], *args.layers, n_out]
+
+    val = _split(y, args.validation_split, args.seed, classify) if args.validation_split else None
+    X_tr, y_tr = (X, y) if val is None else (X[~val], y[~val])
+    X_va, y_va = (None, None) if val is None else (X[val], y[val])
+    if classify and val is not None and not np.isin(y_va, y_tr).all():
+        raise DataError("--validation-split holds out every sample of a class; use a smaller "
+                        "fraction or more data")
+    mean = scale = None
+    if args.standardize:
+        mean = X_tr.mean(axis=0)
+        scale = X_tr.std(axis=0)
+        scale[scale == 0] = 1.0  # a constant column stays constant
+
+    net = _make_network(args, layers, args.loss)
+    say(f"bpx {bpx.__version__}: backend {net.backend}, device {net.device} "
+        f"({net.backend_reason})")
+    say(f"data: {args.data}, {len(X)} samples, {X.shape[1]} features; target "
+        f"{', '.join(data.targets)}: {what}; network {net.layers}, loss {net.loss.name}")
+    if val is not None:
+        say(f"validation: {int(val.sum())} samples held out (--validation-split "
+            f"{args.validation_split}, seed {args.seed}); training on {int((~val).sum())}")
+
+    def prep(A):
+        return A if mean is None else (A - mean) / scale
+
+    stopper = None
+    if args.early_stopping is not None:
+        stopper = bpx.callbacks.EarlyStopping(patience=args.early_stopping)
+    t0 = time.perf_counter()
+    net.fit(prep(X_tr), y_tr, epochs=args.epochs, batch_size=args.batch_size,
+            optimizer=args.optimizer, lr=args.lr,
+            validation_data=None if val is None else (prep(X_va), y_va),
+            callbacks=[] if stopper is None else [stopper], verbose=not args.quiet)
+    seconds = time.perf_counter() - t0
+    if stopper is not None and stopper.stopped_epoch is not None:
+        say(f"early stopping after epoch {stopper.stopped_epoch + 1}: kept the weights of "
+            f"epoch {stopper.best_epoch + 1} (best {'val_loss' if val is not None else 'loss'} "
+            f"{stopper.best:.4f})")
+    if mean is not None:
+        _fold_standardization(net, mean, scale)
+
+    parts = []
+    for name, (A, b) in (("train", (X_tr, y_tr)), ("val", (X_va, y_va))):
+        if A is not None:
+            result = net.evaluate(A, b)
+            parts += [f"{name} {key} {value:.4f}" for key, value in result.items()]
+    say("  ".join(parts) + f"  ({seconds:.2f} s in fit)")
+    if args.plot:
+        from bpx import plot
+
+        plot.history(net.history, path=args.plot)
+        say(f"loss curves saved to {args.plot}")
+    net.save(args.output)
+    n_params = sum(int(np.prod(w.shape)) + int(np.prod(b.shape))
+                   for w, b in zip(net.weights, net.biases))
+    say(f"model saved to {args.output} ({n_params:,} parameters; features in order: "
+        f"{_short_list(data.features)})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# bpx predict
+# --------------------------------------------------------------------------------------
+def _cell(v) -> str:
+    if isinstance(v, (bytes, np.bytes_)):
+        return bytes(v).decode("utf-8", "backslashreplace")
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))  # the shortest string that reads back as the same number
+    if isinstance(v, np.generic):
+        return str(v.item())
+    return str(v)
+
+
+def _predict(args) -> int:
+    import bpx
+    from bpx.backend import to_host
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", bpx.BackendFallbackWarning)
+        net = bpx.load(args.model, backend=args.backend)
+    for w in caught:
+        print(f"bpx predict: warning: {w.message}", file=sys.stderr)
+    if args.proba and not net.is_classifier:
+        raise DataError(f"--proba needs a classifier, but {args.model} is a regressor "
+                        f"(loss {net.loss.name})")
+    data = load_features(args.data, args.target)
+    n0, n = net.layers[0], data.X.shape[1]
+    if n != n0:
+        hint = ""
+        if n == n0 + 1 and not data.dropped:
+            hint = "; if one of them is the target, leave it out with --target COL"
+        raise DataError(f"{args.model} takes {n0} feature columns, but {args.data} has {n} "
+                        f"({_short_list(data.features)}){hint}")
+    if args.proba:
+        P = np.asarray(to_host(net.predict_proba(data.X, batch_size=args.batch_size)))
+        header = [_cell(c) for c in net.classes_]
+        rows = P.tolist()
+    elif net.is_classifier:
+        labels = net.predict(data.X, batch_size=args.batch_size)
+        header, rows = ["prediction"], [[v] for v in labels]
+    else:
+        Y = np.asarray(to_host(net.predict(data.X, batch_size=args.batch_size)))
+        if Y.ndim == 1:
+            header, rows = ["prediction"], Y[:, None]
+        else:
+            header, rows = [f"prediction_{j}" for j in range(Y.shape[1])], Y
+    out = args.output
+    with (open(out, "w", newline="", encoding="utf-8") if out and out != "-"
+          else contextlib.nullcontext(sys.stdout)) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([_cell(v) for v in row] for row in rows)
+    if out and out != "-":
+        print(f"{len(data.X)} predictions written to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# bpx bench
+# --------------------------------------------------------------------------------------
+def _bench_candidates() -> list[Path]:
+    """Where ``benchmarks/bench.py`` is looked for: the current directory, then the source
+    checkout this bpx was imported from (``benchmarks`` is not installed with bpx)."""
+    import bpx
+
+    found = []
+    for root in (Path.cwd(), Path(bpx.__file__).resolve().parent.parent):
+        path = root / "benchmarks" / "bench.py"
+        if path not in found:
+            found.append(path)
+    return found
+
+
+def _bench(args) -> int:
+    candidates = _bench_candidates()
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        where = " or ".join(str(p) for p in candidates)
+        if args.rest in (["-h"], ["--help"]):
+            args._parser.print_help()
+            print(f"\n(benchmarks/bench.py was not found: looked for {where})")
+            return 0
+        raise DataError(f"benchmarks/bench.py was not found (looked for {where}); it ships "
+                        "with a source checkout of bpx, not with the installed package: run "
+                        "bpx bench from the repository root")
+    spec = importlib.util.spec_from_file_location("_bpx_benchmarks_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up here
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
+    if not callable(getattr(module, "main", None)):
+        raise DataError(f"{path} has no main(argv) function")
+    try:
+        code = module.main(list(args.rest))
+    except SystemExit as exc:  # its argparse: --help (0) or a usage error (2)
+        code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(f"bpx bench: error: {code}", file=sys.stderr)
+    return 1
+
+
+# --------------------------------------------------------------------------------------
+# argument parsing
+# --------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {n}")
+    return n
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (x > 0 and np.isfinite(x)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return x
+
+
+def _fraction(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < x < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text}")
+    return x
+
+
+def _loss_name(text: str) -> str:
+    from bpx import losses
+
+    try:
+        losses.get(text, n_outputs=2)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _activation_name(text: str) -> str:
+    from bpx import activations
+
+    try:
+        act = activations.get(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if act.name == "softmax":
+        raise argparse.ArgumentTypeError("softmax is an output activation; the output layer "
+                                         "gets it from --loss")
+    return act.name
+
+
+def _backend_name(text: str) -> str:
+    from bpx import backend
+
+    names = ("auto", *backend.BACKENDS)
+    key = text.strip().lower()
+    if key not in names and key not in backend._ALIASES:
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}; expected one of "
+                                         f"{', '.join(names)}")
+    return text
+
+
+_BACKEND_HELP = ("auto, numpy, cupy, torch, jax or array_api_strict (default: $BPX_BACKEND, "
+                 "then auto: cupy when a CUDA GPU is usable, else numpy)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="bpx", description=__doc__.splitlines()[0], formatter_class=formatter,
+        epilog="\n".join(__doc__.splitlines()[2:]) + "\nRun bpx COMMAND --help for a command's "
+               "options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, summary: str, description: str, **kwargs) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=description,
+                           formatter_class=formatter, **kwargs)
+        p.set_defaults(_parser=p)
+        return p
+
+    p = add("info", "versions, and which backends are usable here (or why not)",
+            "Print the versions of bpx, Python, NumPy and array-api-compat, whether each "
+            "backend is usable here (or why not), and where backend 'auto' runs.")
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("demo", help="train on the digits data set shipped with bpx")
-    p.add_argument("--backend", default=None,
-                   help="auto, numpy, cupy, torch, jax, array_api_strict (default: "
-                        "$BPX_BACKEND, then auto)")
+    p = add("train", "train a network on a CSV or NPZ file and save it",
+            "Train a network on DATA and save it (bpx.load reads it back).\n\n"
+            "DATA is a CSV file with a header row, whose --target column(s) are the targets "
+            "and\nevery other column a numeric feature; or an NPZ file with arrays X "
+            "(n_samples, n_features)\nand y. A cross-entropy --loss trains a classifier "
+            "(labels of any kind; integers when\nevery label is one), mse or mae a "
+            "regressor. The input width comes from the data, the\noutput width from the "
+            "number of classes (one sigmoid unit for two) or target columns.",
+            epilog="example:\n  bpx train iris.csv --target species --layers 32 "
+                   "--epochs 100 --standardize \\\n      --validation-split 0.2 "
+                   "--output iris.bpx --plot iris.png\n  bpx predict iris.bpx new.csv "
+                   "--target species --output predictions.csv")
+    p.add_argument("data", metavar="DATA", help="a CSV (header row) or NPZ (X, y) file")
+    p.add_argument("--target", action="append", metavar="COL",
+                   help="the CSV target column, by name or index (negative counts from the "
+                        "end); repeat it for multi-output regression. Not for NPZ data")
+    p.add_argument("--layers", type=_positive_int, nargs="*", default=[64], metavar="WIDTH",
+                   help="hidden layer widths (default: 64; none for no hidden layer)")
+    p.add_argument("--activation", type=_activation_name, nargs="+", default=["relu"],
+                   metavar="NAME", help="hidden activation: one name, or one per hidden layer "
+                                        "(identity, sigmoid, tanh, relu, leaky_relu; default: "
+                                        "relu)")
+    p.add_argument("--loss", type=_loss_name, default="cross_entropy",
+                   help="cross_entropy (classification; binary_cross_entropy and "
+                        "categorical_cross_entropy force one form), mse or mae (regression) "
+                        "(default: cross_entropy)")
+    p.add_argument("--epochs", type=_positive_int, default=30, help="(default: 30)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="(default: 32)")
+    p.add_argument("--optimizer", default="adam", type=str.lower,
+                   choices=["sgd", "momentum", "nesterov", "adam", "adamw"],
+                   help="(default: adam)")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: 0.001 for adam/adamw, 0.01 otherwise)")
+    p.add_argument("--standardize", action="store_true",
+                   help="train on features scaled to mean 0 and standard deviation 1 (from "
+                        "the training rows); the scaling is folded into the first layer, so "
+                        "the saved model takes raw features")
+    p.add_argument("--validation-split", type=_fraction, default=None, metavar="F",
+                   help="hold out this fraction of the samples (stratified by class, seeded) "
+                        "for validation: val_loss per epoch and final validation metrics")
+    p.add_argument("--early-stopping", type=_nonnegative_int, default=None, metavar="N",
+                   help="stop after N epochs without improvement of val_loss (loss without "
+                        "--validation-split) and keep the best epoch's weights")
+    p.add_argument("--backend", type=_backend_name, default=None, help=_BACKEND_HELP)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="(default: float32)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds initial weights, batch order and the validation split "
+                        "(default: 0)")
+    p.add_argument("--output", "-o", default="model.bpx", metavar="PATH",
+                   help="where to save the model (default: model.bpx)")
+    p.add_argument("--plot", metavar="PATH",
+                   help="save the loss curves to this image (.png, .svg, .pdf; needs "
+                        "matplotlib: pip install bpx[plot])")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print nothing but warnings and errors (on stderr)")
+    p.set_defaults(func=_train)
+
+    p = add("predict", "predict with a saved model; writes CSV",
+            "Load MODEL (saved by bpx train or Network.save) and write one CSV row of "
+            "predictions per\nsample of DATA, with a header: 'prediction' (class labels or "
+            "a regression output;\nprediction_0, prediction_1, ... for several outputs), or "
+            "with --proba one probability\ncolumn per class, headed by the class label.\n\n"
+            "DATA is a CSV file with a header row whose columns are the features in "
+            "training order\n(--target drops the target column(s) if present), or an NPZ "
+            "file with an array X.")
+    p.add_argument("model", metavar="MODEL", help="a model file (.bpx)")
+    p.add_argument("data", metavar="DATA", help="a CSV (header row) or NPZ (X) file")
+    p.add_argument("--output", "-o", metavar="PATH",
+                   help="write the CSV here (default: stdout)")
+    p.add_argument("--proba", action="store_true",
+                   help="class probabilities instead of labels (classifiers)")
+    p.add_argument("--target", action="append", metavar="COL",
+                   help="a CSV column to leave out when present, by name (the training "
+                        "target); may be repeated")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="predict in chunks of this many rows (default: all at once)")
+    p.add_argument("--backend", type=_backend_name, default=None, help=_BACKEND_HELP)
+    p.set_defaults(func=_predict)
+
+    p = add("demo", "train on the digits data set shipped with bpx",
+            "Train a network on the UCI handwritten-digits data set that ships inside bpx "
+            "(no download)\nand print the backend, one line per epoch, the test accuracy "
+            "and samples/s.")
+    p.add_argument("--backend", default=None, help=_BACKEND_HELP)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--hidden", type=int, nargs="+", default=[64], metavar="WIDTH",
                    help="hidden layer widths (default: 64)")
@@ -89,16 +713,54 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("bench", help="throughput benchmark (benchmarks/bench.py; "
-                                     "arguments pass through, try: bpx bench --help)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = add("bench", "throughput benchmark (benchmarks/bench.py; arguments pass through, "
+                     "try: bpx bench --help)",
+            "Run the throughput benchmark benchmarks/bench.py with ARGS passed through. It "
+            "is looked\nfor in the current directory, then in the source checkout bpx was "
+            "imported from:\nit comes with a checkout of the repository, not with the "
+            "installed package.", add_help=False, usage="bpx bench [ARGS ...]")
     p.set_defaults(func=_bench)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())  # one line, whatever the message held
+
+
+#: What a run can fail with that is about its data, files or environment, not a bug in bpx:
+#: reported in one line with exit status 1. (FloatingPointError: DivergenceError;
+#: RuntimeError: BackendUnavailableError and device errors; MemoryError: out of memory.)
+_RUN_ERRORS = (DataError, ValueError, TypeError, OSError, ImportError, RuntimeError,
+               FloatingPointError, MemoryError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``bpx`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Usage errors raise ``SystemExit(2)`` from argparse, and ``--help`` ``SystemExit(0)``.
+    """
+    parser = _build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.rest = rest
+    elif rest:
+        args._parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:
-        print(f"bpx {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"bpx {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `bpx predict ... | head`: the reader has gone, nothing to say
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes
+        return 1
+    except _RUN_ERRORS as exc:
+        print(f"bpx {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 1
 
 

@@ -607,3 +607,195 @@ def _check_shapes(tensors: dict, layers) -> None:
 
 
 __all__ = ["FORMAT_VERSION", "MAX_HEADER_BYTES", "ModelFileError", "load", "save"]
+
+
+# --------------------------------------------------------------------------------------
+# PyTorch interop: the parameters as a torch.nn.Sequential state dict
+# --------------------------------------------------------------------------------------
+# A bpx network [n_0, ..., n_L] is the module
+#
+#     torch.nn.Sequential(Linear(n_0, n_1), σ_1, Linear(n_1, n_2), σ_2, ..., Linear(n_{L-1}, n_L))
+#
+# so layer l's parameters are "{2l}.weight" (shape (n_{l+1}, n_l): bpx's own W[l] layout)
+# and "{2l}.bias". torch is imported inside the functions: bpx does not depend on it.
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        msg = ("PyTorch interop (bpx.io.to_torch_state_dict, from_torch_state_dict, "
+               f"torch_sequential) needs torch: pip install torch ({exc})")
+        raise ImportError(msg) from exc
+    return torch
+
+
+def _torch_keys(net) -> dict[str, tuple[int, ...]]:
+    """``{"0.weight": (n_1, n_0), "0.bias": (n_1,), "2.weight": ...}`` for ``net.layers``."""
+    shapes = {}
+    for l, (n_in, n_out) in enumerate(zip(net.layers[:-1], net.layers[1:])):
+        shapes[f"{2 * l}.weight"] = (n_out, n_in)
+        shapes[f"{2 * l}.bias"] = (n_out,)
+    return shapes
+
+
+def to_torch_state_dict(net):
+    """The parameters of ``net`` as a ``torch.nn.Sequential`` state dict.
+
+    Parameters
+    ----------
+    net : Network, on any backend
+
+    Returns
+    -------
+    collections.OrderedDict of str → torch.Tensor
+        ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, ``"2.bias"``, ...: layer ``l`` is
+        module ``2 l`` of ``Sequential(Linear, activation, Linear, ..., Linear)``; weights of
+        shape ``(n_{l+1}, n_l)``, biases ``(n_{l+1},)``. CPU tensors of the network's dtype,
+        copies: changing them does not change ``net``. Load them with
+        ``module.load_state_dict(...)`` or use :func:`torch_sequential`.
+    """
+    from collections import OrderedDict
+
+    from bpx.backend import to_host
+
+    torch = _import_torch()
+    out = OrderedDict()
+    for l, (w, b) in enumerate(zip(net.weights, net.biases)):
+        for name, p in (("weight", w), ("bias", b)):
+            host = np.array(to_host(p), dtype=np.dtype(net.dtype), copy=True, order="C")
+            out[f"{2 * l}.{name}"] = torch.from_numpy(host)
+    return out
+
+
+def _state_dict_array(torch, key: str, value) -> np.ndarray:
+    if torch.is_tensor(value):
+        t = value.detach().cpu()
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.to(torch.float32)  # exact; NumPy has no bfloat16
+        a = t.numpy()
+    elif isinstance(value, np.ndarray):
+        a = value
+    else:
+        msg = (f"state_dict[{key!r}] must be a torch.Tensor or numpy array, got "
+               f"{type(value).__name__}")
+        raise TypeError(msg)
+    if a.dtype.kind != "f":
+        msg = f"state_dict[{key!r}] must hold floating-point values, got dtype {a.dtype}"
+        raise TypeError(msg)
+    if not np.all(np.isfinite(a)):
+        msg = f"state_dict[{key!r}] contains NaN or infinity"
+        raise ValueError(msg)
+    return a
+
+
+def from_torch_state_dict(state_dict, net):
+    """Load a ``torch.nn.Sequential`` state dict (see :func:`to_torch_state_dict`) into ``net``.
+
+    Parameters
+    ----------
+    state_dict : mapping of str → torch.Tensor (or numpy array)
+        Exactly the keys ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, ... that
+        ``Sequential(Linear, activation, ..., Linear)`` with ``net.layers`` widths has,
+        e.g. ``module.state_dict()``. Tensors may live on any device and have any floating
+        dtype; they are copied and cast to the network's dtype (as ``load_state_dict`` does).
+    net : Network
+        Its layer widths must match; its parameters are replaced, on its own backend. Its
+        activations, loss and ``classes_`` are kept: a classifier still needs ``classes_``
+        (from ``fit`` or set by hand) before ``predict``.
+
+    Returns
+    -------
+    net
+
+    Raises
+    ------
+    ValueError
+        Missing or unexpected keys (all are named), a tensor of the wrong shape, or NaN /
+        infinity in a tensor; nothing in ``net`` is changed then.
+    TypeError
+        A value that is not a floating-point tensor or array.
+    """
+    torch = _import_torch()
+    expected = _torch_keys(net)
+    if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+        msg = f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}"
+        raise TypeError(msg)
+    given = list(state_dict.keys())
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in given if k not in expected]
+    if missing or unexpected:
+        msg = (f"state_dict does not fit a network with layers {net.layers}: "
+               f"missing keys {missing}, unexpected keys {unexpected}; expected "
+               f"{list(expected)} (torch.nn.Sequential(Linear, activation, ..., Linear))")
+        raise ValueError(msg)
+    params = {}
+    for key, shape in expected.items():
+        a = _state_dict_array(torch, key, state_dict[key])
+        if a.shape != shape:
+            l = int(key.split(".")[0]) // 2
+            msg = (f"state_dict[{key!r}] has shape {a.shape}, but layer {l} of a network with "
+                   f"layers {net.layers} needs {shape}")
+            raise ValueError(msg)
+        params[key] = np.array(a, dtype=np.dtype(net.dtype), copy=True)
+    L = len(net.layers) - 1
+    net.set_params([params[f"{2 * l}.weight"] for l in range(L)],
+                   [params[f"{2 * l}.bias"] for l in range(L)])
+    return net
+
+
+def _torch_activation(torch, act, where: str):
+    from bpx import activations as _acts
+
+    nn = torch.nn
+    modules = {"identity": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+               "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(_acts.LEAKY_SLOPE),
+               "softmax": lambda: nn.Softmax(dim=-1)}
+    if act.name not in modules or _acts.ACTIVATIONS.get(act.name) is not act:
+        msg = (f"torch_sequential: {where} activation {act.name!r} is not one of bpx's "
+               f"registered activations ({', '.join(modules)}), so it has no torch module")
+        raise ValueError(msg)
+    return modules[act.name]()
+
+
+def torch_sequential(net, *, logits: bool = False):
+    """A ``torch.nn.Sequential`` that computes what ``net`` computes, with its parameters.
+
+    ``Sequential(Linear(n_0, n_1), σ_1, ..., Linear(n_{L-1}, n_L), σ_out)`` on the CPU in
+    the network's dtype; its ``state_dict()`` keys are those of :func:`to_torch_state_dict`
+    (activations hold no parameters). ``leaky_relu`` becomes ``LeakyReLU(0.01)``, ``softmax``
+    ``Softmax(dim=-1)``, ``identity`` ``Identity()``.
+
+    Parameters
+    ----------
+    net : Network
+    logits : bool, default False
+        False: the output activation is the last module, so ``module(X)`` equals
+        ``net.predict_proba(X)`` for a softmax classifier (the ``p`` column,
+        ``predict_proba(X)[:, 1:]``, for one sigmoid unit) and ``net.predict(X)`` for a
+        regressor. True: leave it out and return ``z^[L]``, what ``torch.nn.CrossEntropyLoss``
+        (softmax) and ``BCEWithLogitsLoss`` (sigmoid) expect when training in torch.
+
+    The parameters are fresh leaf tensors (``requires_grad=True``), independent of ``net``;
+    building the module draws no random numbers. Copy trained weights back with
+    ``from_torch_state_dict(module.state_dict(), net)``.
+    """
+    torch = _import_torch()
+    dtype = getattr(torch, net.dtype)
+    acts = [_torch_activation(torch, a, f"hidden layer {i + 1}")
+            for i, a in enumerate(net.activations)]
+    out_act = None if logits else _torch_activation(torch, net.output, "output")
+    modules = []
+    for l, (n_in, n_out) in enumerate(zip(net.layers[:-1], net.layers[1:])):
+        # on the meta device: no memory and no draw from torch's RNG; assign=True below
+        # makes the state dict's tensors the parameters
+        modules.append(torch.nn.Linear(n_in, n_out, device="meta", dtype=dtype))
+        if l < len(acts):
+            modules.append(acts[l])
+    if out_act is not None:
+        modules.append(out_act)
+    seq = torch.nn.Sequential(*modules)
+    seq.load_state_dict(to_torch_state_dict(net), strict=True, assign=True)
+    return seq
+
+
+__all__ += ["from_torch_state_dict", "to_torch_state_dict", "torch_sequential"]

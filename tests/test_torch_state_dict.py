@@ -1,0 +1,197 @@
+"""PyTorch interop in bpx.io: ``to_torch_state_dict`` / ``from_torch_state_dict`` round trips,
+``torch_sequential`` computing what the network computes (float64, 1e-12), and clear errors
+for state dicts that do not fit."""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import bpx  # noqa: E402
+from bpx import activations  # noqa: E402
+from bpx.backend import to_host  # noqa: E402
+from bpx.io import from_torch_state_dict, to_torch_state_dict, torch_sequential  # noqa: E402
+
+RNG = np.random.default_rng(11)
+X = RNG.standard_normal((16, 3))
+LABELS = np.array(["a", "b", "c", "d"])[np.arange(16) % 4]
+TOL = {"rtol": 1e-12, "atol": 1e-12}
+
+
+def _net(layers=(3, 5, 4, 4), dtype="float64", seed=0, fit=True, backend="numpy", **kw):
+    """A network, fitted for two epochs on X (so that classifiers have ``classes_``)."""
+    net = bpx.Network(list(layers), backend=backend, dtype=dtype, seed=seed, **kw)
+    if fit:
+        if not net.is_classifier:
+            y = X[:, 0] if layers[-1] == 1 else X[:, : layers[-1]]
+        else:
+            y = np.arange(16) % 2 if layers[-1] == 1 else LABELS
+        net.fit(X, y, epochs=2, batch_size=8)
+    return net
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_keys_shapes_dtypes_and_values(dtype):
+    net = _net(dtype=dtype)
+    sd = to_torch_state_dict(net)
+    assert isinstance(sd, OrderedDict)
+    assert list(sd) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    want_dtype = getattr(torch, dtype)
+    for l, (w, b) in enumerate(zip(net.weights, net.biases)):
+        for t, p in ((sd[f"{2 * l}.weight"], w), (sd[f"{2 * l}.bias"], b)):
+            assert isinstance(t, torch.Tensor) and t.device.type == "cpu"
+            assert t.dtype == want_dtype and tuple(t.shape) == p.shape
+            np.testing.assert_array_equal(t.numpy(), p)
+    assert tuple(sd["0.weight"].shape) == (5, 3) and tuple(sd["4.bias"].shape) == (4,)
+
+
+def test_state_dict_is_a_copy():
+    net = _net()
+    before = np.array(net.weights[0], copy=True)
+    sd = to_torch_state_dict(net)
+    sd["0.weight"].zero_()
+    np.testing.assert_array_equal(net.weights[0], before)
+
+
+def test_round_trip_into_another_network():
+    net, other = _net(seed=0), _net(seed=1)
+    assert not np.array_equal(net.weights[0], other.weights[0])
+    assert from_torch_state_dict(to_torch_state_dict(net), other) is other
+    for p, q in zip([*net.weights, *net.biases], [*other.weights, *other.biases]):
+        assert q.dtype == p.dtype
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(other.predict_proba(X), net.predict_proba(X))
+
+
+@pytest.mark.parametrize("hidden", ["relu", "tanh", "sigmoid", "leaky_relu", "identity"])
+def test_sequential_forward_equals_predict_proba(hidden):
+    net = _net(activation=hidden)
+    module = torch_sequential(net)
+    types = [type(m).__name__ for m in module]
+    names = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "leaky_relu": "LeakyReLU",
+             "identity": "Identity"}
+    assert types == ["Linear", names[hidden], "Linear", names[hidden], "Linear", "Softmax"]
+    assert list(module.state_dict()) == list(to_torch_state_dict(net))
+    with torch.no_grad():
+        out = module(torch.from_numpy(X)).numpy()
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, net.predict_proba(X), **TOL)
+
+
+def test_logits_leave_the_output_activation_out():
+    net = _net()
+    module = torch_sequential(net, logits=True)
+    assert type(module[-1]).__name__ == "Linear" and len(module) == 5
+    with torch.no_grad():
+        z = module(torch.from_numpy(X))
+    np.testing.assert_allclose(torch.softmax(z, dim=1).numpy(), net.predict_proba(X), **TOL)
+
+
+def test_single_sigmoid_unit_and_regressors():
+    binary = _net(layers=(3, 4, 1))
+    with torch.no_grad():
+        p = torch_sequential(binary)(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(p, binary.predict_proba(X)[:, 1:], **TOL)
+    for width in (1, 2):
+        reg = _net(layers=(3, 4, width), loss="mse")
+        with torch.no_grad():
+            y = torch_sequential(reg)(torch.from_numpy(X)).numpy()
+        np.testing.assert_allclose(y.reshape(-1) if width == 1 else y, reg.predict(X), **TOL)
+
+
+def test_parameters_are_trainable_and_building_draws_no_random_numbers():
+    net = _net()
+    state = torch.get_rng_state()
+    module = torch_sequential(net)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(p.requires_grad and p.is_leaf for p in module.parameters())
+
+
+def test_weights_trained_in_torch_load_back():
+    net = _net()
+    module = torch_sequential(net, logits=True)
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    target = torch.from_numpy(np.searchsorted(net.classes_, LABELS))
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(module(torch.from_numpy(X)), target).backward()
+        opt.step()
+    from_torch_state_dict(module.state_dict(), net)
+    with torch.no_grad():
+        want = torch.softmax(module(torch.from_numpy(X)), dim=1).numpy()
+    np.testing.assert_allclose(net.predict_proba(X), want, **TOL)
+
+
+def test_foreign_module_and_dtype_cast():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4))
+    net = _net(layers=(3, 5, 4), activation="tanh", dtype="float64")
+    from_torch_state_dict(module.state_dict(), net)  # float32 tensors into float64 network
+    assert net.weights[0].dtype == np.float64
+    np.testing.assert_array_equal(net.weights[1], module[2].weight.detach().double().numpy())
+    with torch.no_grad():
+        want = torch.softmax(module.double()(torch.from_numpy(X)), dim=1).numpy()
+    np.testing.assert_allclose(net.predict_proba(X), want, **TOL)
+
+
+def test_numpy_arrays_and_the_torch_backend():
+    net = _net(backend="torch")
+    assert net.backend == "torch"
+    sd = to_torch_state_dict(net)
+    assert all(t.device.type == "cpu" for t in sd.values())
+    other = _net(seed=5)
+    from_torch_state_dict({k: v.numpy() for k, v in sd.items()}, other)
+    np.testing.assert_array_equal(other.weights[2], to_host(net.weights[2]))
+
+
+def _bad(sd: dict, key: str, value) -> dict:
+    out = dict(sd)
+    if value is None:
+        del out[key]
+    else:
+        out[key] = value
+    return out
+
+
+@pytest.mark.parametrize(("change", "error", "match"), [
+    (lambda sd: _bad(sd, "2.bias", None), ValueError, r"missing keys \['2.bias'\]"),
+    (lambda sd: _bad(sd, "6.weight", torch.zeros(1)), ValueError,
+     r"unexpected keys \['6.weight'\]"),
+    (lambda sd: {f"net.{k}": v for k, v in sd.items()}, ValueError, "net.0.weight"),
+    (lambda sd: _bad(sd, "2.weight", torch.zeros(4, 4, dtype=torch.float64)), ValueError,
+     r"'2.weight'\] has shape \(4, 4\), but layer 1 .* needs \(4, 5\)"),
+    (lambda sd: _bad(sd, "0.bias", torch.zeros(5, dtype=torch.int64)), TypeError,
+     "floating-point"),
+    (lambda sd: _bad(sd, "0.bias", torch.full((5,), float("nan"))), ValueError, "NaN"),
+    (lambda sd: _bad(sd, "0.bias", [0.0] * 5), TypeError, "torch.Tensor or numpy array"),
+    (lambda sd: list(sd.items()), TypeError, "mapping"),
+])
+def test_state_dicts_that_do_not_fit(change, error, match):
+    net = _net()
+    before = [np.array(p, copy=True) for p in (*net.weights, *net.biases)]
+    with pytest.raises(error, match=match):
+        from_torch_state_dict(change(to_torch_state_dict(net)), net)
+    for p, q in zip(before, (*net.weights, *net.biases)):
+        np.testing.assert_array_equal(p, q)  # nothing changed
+
+
+def test_custom_activation_has_no_torch_module():
+    mine = activations.Activation("mine", lambda z, ops: z, lambda g, a, ops: g)
+    net = bpx.Network([3, 4, 2], activation=mine, backend="numpy", dtype="float64", seed=0)
+    assert len(to_torch_state_dict(net)) == 4  # the parameters still export
+    with pytest.raises(ValueError, match="'mine' is not one of bpx's registered activations"):
+        torch_sequential(net)
+
+
+def test_missing_torch_says_how_to_install(monkeypatch):
+    net = _net(fit=False)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for call in (lambda: to_torch_state_dict(net), lambda: torch_sequential(net),
+                 lambda: from_torch_state_dict({}, net)):
+        with pytest.raises(ImportError, match="pip install torch"):
+            call()
