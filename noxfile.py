@@ -24,15 +24,15 @@ PYTEST = ("pytest", "-p", "no:cacheprovider")
 HAS_NVIDIA = bool(shutil.which("nvidia-smi")) or Path("/proc/driver/nvidia").exists()
 
 
-def _run_tests(session: nox.Session, backends: str, *extra: str) -> None:
-    session.install("-e", ".[test]", *extra)
+def _run_tests(session: nox.Session, backends: str, *extra: str, extras: str = "test") -> None:
+    session.install("-e", f".[{extras}]", *extra)
     session.run(*PYTEST, *session.posargs, env={"BPX_TEST_BACKENDS": backends})
 
 
 @nox.session(name="tests-numpy", tags=["tests", "default"])
 def tests_numpy(session: nox.Session) -> None:
-    """NumPy, plus every backend-independent test."""
-    _run_tests(session, "numpy")
+    """NumPy, plus every backend-independent test (plots and scikit-learn estimators too)."""
+    _run_tests(session, "numpy", "scikit-learn", extras="test,plot")
 
 
 @nox.session(name="tests-strict", tags=["tests", "default"])
