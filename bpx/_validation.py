@@ -91,7 +91,8 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
         return be.asarray(X, dtype=be.dtype(dtype))
     if kind == "bool":
         X = xp.astype(X, xp.uint8) if _in_namespace(X, xp) else to_host(X).astype(np.uint8)
-    Xd = be.asarray(X, dtype=be.dtype(dtype))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is named below, not warned
+        Xd = be.asarray(X, dtype=be.dtype(dtype))
     if kind == "float" and not bool(be.to_host(xp.all(xp.isfinite(Xd)))):
         _check_finite_host(to_host(X), name, dtype)  # the slow path only to word the error
         msg = f"{name} contains NaN or infinity; every value must be finite"

@@ -274,6 +274,8 @@ class Backend:
         xp = self.xp
         if not _is_namespace_array(xp, x):
             x = to_host(x)
+        elif self.name == "torch" and x.requires_grad:
+            x = x.detach()  # data, not a parameter: never build an autograd graph on it
         return xp.asarray(x, dtype=dtype, device=self.device)
 
     def to_host(self, x) -> np.ndarray:
@@ -301,7 +303,7 @@ class Backend:
         Training detects divergence itself (a non-finite epoch loss), so NumPy's per-operation
         RuntimeWarnings would only repeat it, many times over. Other libraries do not warn.
         """
-        if self.name == "numpy":
+        if self.name in ("numpy", "array_api_strict"):  # array-api-strict runs on NumPy
             return np.errstate(over="ignore", invalid="ignore", divide="ignore")
         return contextlib.nullcontext()
 
@@ -478,6 +480,8 @@ def resolve(backend: str | types.ModuleType | Backend | None = None, *, device=N
 def check_dtype(dtype) -> str:
     """Normalize a dtype argument to ``"float32"`` or ``"float64"``."""
     name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
+    if not isinstance(dtype, str):
+        name = name.rpartition(".")[2]  # torch.float32, array_api_strict.float32
     name = {"float": "float64", "single": "float32", "double": "float64",
             "f4": "float32", "f8": "float64"}.get(name, name)
     if name not in _DTYPES:

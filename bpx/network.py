@@ -77,7 +77,12 @@ class Network:
         if isinstance(activation, str) or isinstance(activation, _acts.Activation):
             hidden = [activation] * (L - 1)
         else:
-            hidden = list(activation)
+            try:
+                hidden = list(activation)
+            except TypeError:
+                msg = (f"activation must be an activation name or a list of names, got "
+                       f"{type(activation).__name__}: {activation!r}")
+                raise TypeError(msg) from None
             if len(hidden) != L - 1:
                 msg = (f"activation must be one name or a list of {L - 1} names (one per "
                        f"hidden layer of {self.layers}); got {len(hidden)}: {hidden!r}")
@@ -173,7 +178,7 @@ class Network:
                 n_out = self.layers[-1]
                 want = 2 if n_out == 1 else n_out
                 if classes.size < 2:
-                    msg = (f"{name} has a single class ({classes[0]!r}); a classifier needs "
+                    msg = (f"{name} has a single class ({classes[0].item()!r}); a classifier needs "
                            "at least two")
                     raise ValueError(msg)
                 if classes.size != want:
@@ -214,9 +219,9 @@ class Network:
         idx = np.clip(idx, 0, self.classes_.size - 1)
         unseen = self.classes_[idx] != y
         if np.any(unseen):
-            bad = np.unique(y[unseen])[:5]
-            msg = (f"{name} contains labels never seen in fit: {list(bad)}; "
-                   f"known classes are {list(self.classes_)}")
+            bad = np.unique(y[unseen])[:5].tolist()
+            msg = (f"{name} contains labels never seen in fit: {bad}; "
+                   f"known classes are {self.classes_.tolist()}")
             raise ValueError(msg)
         return idx
 
@@ -318,22 +323,23 @@ class Network:
             clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
             on_divergence=on_divergence)
         self.optimizer_ = opt
-        with self._memory_hint("fit", batch_size):
+        with self._memory_hint("fit", batch_size, Xd.shape[0]):
             training.train(self, Xd, Y, codes, cfg)
         return self
 
     @contextlib.contextmanager
-    def _memory_hint(self, what: str, batch_size: int | None):
+    def _memory_hint(self, what: str, batch_size: int | None, m: int):
         """Re-raise the backend's out-of-memory error as one that says what to change."""
         try:
             yield
         except Exception as exc:  # each library has its own OOM type: ask the backend
             if not self._backend.is_out_of_memory(exc):
                 raise
-            size = "the whole input at once (batch_size=None)" if batch_size is None else (
-                f"batch_size={batch_size}")
-            smaller = "a batch_size such as 1024" if batch_size is None else (
-                f"a smaller batch_size, e.g. {max(1, batch_size // 2)}")
+            used = m if batch_size is None else min(batch_size, m)  # the batch actually run
+            size = (f"the whole input at once (batch_size=None: {m} samples)"
+                    if batch_size is None else f"batch_size={batch_size}"
+                    + (f" (clamped to the {m} samples)" if batch_size > m else ""))
+            smaller = f"a smaller batch_size, e.g. {max(1, used // 2)}"
             msg = (f"{what} ran out of memory on {self._backend} with {size} and layers "
                    f"{self.layers} ({type(exc).__name__}: {exc}); try {smaller}")
             raise OutOfMemoryError(msg) from exc
@@ -349,7 +355,7 @@ class Network:
             unknown = [k for k in class_weight if k not in set(self.classes_.tolist())]
             if unknown:
                 msg = (f"class_weight names labels not in y: {unknown}; "
-                       f"classes are {list(self.classes_)}")
+                       f"classes are {self.classes_.tolist()}")
                 raise ValueError(msg)
             per_class = np.array([float(class_weight.get(c, 1.0)) for c in self.classes_.tolist()])
             if not np.all(np.isfinite(per_class)) or np.any(per_class < 0):
@@ -449,7 +455,7 @@ class Network:
 
     def _output_guarded(self, X, batch_size, what: str):
         Xd = self._features(X)
-        with self._memory_hint(what, batch_size):
+        with self._memory_hint(what, batch_size, Xd.shape[0]):
             return self._output(Xd, batch_size)
 
     def predict(self, X, *, batch_size: int | None = None):
@@ -475,7 +481,7 @@ class Network:
         """Mean loss, and accuracy for classifiers: ``{"loss": ..., "accuracy": ...}``."""
         Xd = self._features(X)
         Y, codes = self._targets(y, Xd, fit=False)
-        with self._memory_hint("evaluate", batch_size):
+        with self._memory_hint("evaluate", batch_size, Xd.shape[0]):
             return training.evaluate(self, Xd, Y, codes, batch_size)
 
 
@@ -498,7 +504,8 @@ def _check_layers(layers) -> list[int]:
 def _check_pair(loss, output, n_out: int) -> None:
     """Refuse output/loss pairs that cannot work, at construction rather than at step 1."""
     if output.name == "softmax" and n_out < 2:
-        msg = "output='softmax' needs at least 2 output units (one unit always outputs 1)"
+        msg = (f"output='softmax' needs at least 2 output units (one unit always outputs 1), "
+               f"got {n_out}; use output='sigmoid' for a single unit")
         raise ValueError(msg)
     if loss.classification and output.range != (0.0, 1.0):
         msg = (f"loss={loss.name!r} needs outputs in (0, 1): use output='sigmoid' or "
@@ -515,12 +522,13 @@ def _check_pair(loss, output, n_out: int) -> None:
 
 
 def _check_dropout(dropout, n_hidden: int) -> list[float] | None:
-    rates = [dropout] * n_hidden if isinstance(dropout, (int, float)) else list(dropout)
+    scalar = isinstance(dropout, (int, float))
+    rates = [dropout] * n_hidden if scalar else list(dropout)
     if len(rates) != n_hidden:
         msg = (f"dropout must be one rate or a list of {n_hidden} (one per hidden layer), "
                f"got {dropout!r}")
         raise ValueError(msg)
-    for r in rates:
+    for r in [dropout] if scalar else rates:  # checked even with no hidden layer to drop
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
             msg = f"dropout rates must be numbers in [0, 1), got {dropout!r}"
             raise ValueError(msg)

@@ -1,0 +1,768 @@
+"""Issue [robust]: every bad input meets a specific exception whose message names the
+argument, what was expected and what was given; on every backend.
+
+Each row of the issue is a test here, run over the ``be`` fixture (the data is given in the
+backend's own arrays, so the non-NumPy validation paths are exercised too). Also: the
+numerical edges of softmax / sigmoid and their losses at logits of ±1e4, divergence, and
+out-of-memory errors simulated on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+
+import array_api_compat
+import numpy as np
+import pytest
+from conftest import _selected, make_backend
+
+import bpx
+from bpx import activations as A
+from bpx import backprop
+from bpx import losses as L
+from bpx.backend import Backend, InplaceOps, probe, to_host
+
+XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+XOR_Y = np.array([0, 1, 1, 0])
+REG_Y = np.array([0.5, -1.0, 2.0, 0.0])
+
+
+def native(be: Backend, a):
+    """``a`` as an array of ``be``'s own library and device, keeping its dtype."""
+    return be.asarray(np.asarray(a))
+
+
+def clf(be, layers=(2, 3, 2), **kw):
+    return bpx.Network(list(layers), backend=be, seed=0, **kw)
+
+
+def reg(be, layers=(2, 3, 1), **kw):
+    return bpx.Network(list(layers), loss="mse", backend=be, seed=0, **kw)
+
+
+def host_params(net) -> list[np.ndarray]:
+    """Host copies of the parameters (copies: NumPy's are updated in place by fit)."""
+    return [np.array(to_host(p), copy=True) for p in (*net.weights, *net.biases)]
+
+
+def assert_same_params(a, b) -> None:
+    for pa, pb in zip(host_params(a), host_params(b), strict=True):
+        assert pa.dtype == pb.dtype and pa.shape == pb.shape
+        np.testing.assert_array_equal(pa, pb)
+
+
+def assert_finite(x, what="") -> None:
+    h = to_host(x)
+    assert np.all(np.isfinite(h)), f"{what} not finite: {h}"
+
+
+def by_kwargs(*cases):
+    """``(kwargs, ...)`` tuples as pytest params, each named after its keyword arguments."""
+    def name(kwargs):
+        return ",".join(f"{k}={v!r}".replace(" ", "") for k, v in kwargs.items())
+
+    return [pytest.param(*c, id=name(c[0])) for c in cases]
+
+
+# ======================================================================================
+# data: NaN / inf, shapes, sample counts, feature counts, dtypes, labels
+# ======================================================================================
+def _nan_x():
+    X = XOR_X.copy()
+    X[1, 0] = np.nan
+    return X
+
+
+def _inf_x(sign):
+    X = XOR_X.copy()
+    X[2, 1] = sign * np.inf
+    return X
+
+
+#: (id, network kind, X, y, exception, message pattern). X and y go in as ``be``'s arrays.
+FIT_DATA_CASES = [
+    ("X-nan", "clf", _nan_x(), XOR_Y, ValueError,
+     r"^X contains NaN or infinity; every value must be finite"),
+    ("X-inf", "clf", _inf_x(1), XOR_Y, ValueError,
+     r"^X contains NaN or infinity; every value must be finite"),
+    ("X-neginf", "reg", _inf_x(-1), REG_Y, ValueError,
+     r"^X contains NaN or infinity; every value must be finite"),
+    ("y-nan-regression", "reg", XOR_X, np.array([0.0, np.nan, 1.0, 2.0]), ValueError,
+     r"^y contains NaN or infinity; every value must be finite"),
+    ("y-inf-regression", "reg", XOR_X, np.array([0.0, np.inf, 1.0, 2.0]), ValueError,
+     r"^y contains NaN or infinity; every value must be finite"),
+    ("y-nan-labels", "clf", XOR_X, np.array([0.0, np.nan, 1.0, 0.0]), ValueError,
+     r"^y contains NaN or infinity; class labels must be finite"),
+    ("y-inf-labels", "clf", XOR_X, np.array([0.0, -np.inf, 1.0, 0.0]), ValueError,
+     r"^y contains NaN or infinity; class labels must be finite"),
+    ("X-1d", "clf", np.zeros(4), XOR_Y, ValueError,
+     r"^X must be 2-D with shape \(n_samples, n_features\); got 1-D shape \(4,\)\. "
+     r"Use X\.reshape\(-1, 1\)"),
+    ("X-3d", "clf", np.zeros((4, 2, 1)), XOR_Y, ValueError,
+     r"^X must be 2-D with shape \(n_samples, n_features\); got 3-D shape \(4, 2, 1\)"),
+    ("X-scalar", "clf", np.float64(1.0), XOR_Y, ValueError,
+     r"^X must be 2-D with shape \(n_samples, n_features\); got 0-D shape \(\)"),
+    ("X-0-samples", "clf", np.zeros((0, 2)), XOR_Y[:0], ValueError,
+     r"^X must have at least one sample and one feature; got shape \(0, 2\)"),
+    ("X-0-features", "clf", np.zeros((4, 0)), XOR_Y, ValueError,
+     r"^X must have at least one sample and one feature; got shape \(4, 0\)"),
+    ("lengths-clf", "clf", XOR_X, XOR_Y[:3], ValueError,
+     r"^X and y must have the same number of samples; got 4 and 3"),
+    ("lengths-reg", "reg", XOR_X[:3], REG_Y, ValueError,
+     r"^X and y must have the same number of samples; got 3 and 4"),
+    ("features-fit", "clf", np.zeros((4, 3)), XOR_Y, ValueError,
+     r"^X has 3 features per sample, but the network's input layer has 2; got shape \(4, 3\)"),
+    ("X-complex", "clf", XOR_X + 1j, XOR_Y, TypeError,
+     r"^X must be real-valued; got complex dtype \S*complex128"),
+    ("y-complex-regression", "reg", XOR_X, REG_Y + 0j, TypeError,
+     r"^y must be real-valued; got complex dtype \S*complex128"),
+    ("y-complex-labels", "clf", XOR_X, XOR_Y + 0j, TypeError,
+     r"^y must not be complex; got dtype complex128"),
+    ("one-class", "clf", XOR_X, np.zeros(4, dtype=np.int64), ValueError,
+     r"^y has a single class \(0\); a classifier needs at least two"),
+    ("too-many-classes", "clf", XOR_X, np.arange(4), ValueError,
+     r"^y has 4 classes but the output layer has 2 unit\(s\), which fits exactly 2"),
+    ("labels-not-1d", "clf", XOR_X, np.eye(2)[XOR_Y], ValueError,
+     r"^y must be 1-D class labels of shape \(n_samples,\); got shape \(4, 2\)"),
+    ("regression-outputs", "reg", XOR_X, np.zeros((4, 2)), ValueError,
+     r"^y has 2 output\(s\) per sample, but the network's output layer has 1; "
+     r"got shape \(4, 2\)"),
+    ("regression-3d", "reg", XOR_X, np.zeros((4, 1, 1)), ValueError,
+     r"^y must have shape \(n_samples,\) or \(n_samples, n_outputs\); got shape \(4, 1, 1\)"),
+]
+
+
+@pytest.mark.parametrize(("kind", "X", "y", "exc", "match"),
+                         [c[1:] for c in FIT_DATA_CASES], ids=[c[0] for c in FIT_DATA_CASES])
+def test_fit_refuses_bad_data(be, kind, X, y, exc, match):
+    net = clf(be) if kind == "clf" else reg(be)
+    with pytest.raises(exc, match=match):
+        net.fit(native(be, X), native(be, y), epochs=1)
+
+
+#: Inputs no array library but NumPy can hold: given as NumPy arrays or Python objects.
+HOST_ONLY_CASES = [
+    ("X-strings", "clf", np.array([["a", "b"]] * 4), XOR_Y, TypeError,
+     r"^X must be numeric \(float, int or bool\); got dtype <U1\. Encode strings"),
+    ("X-string-list", "clf", [["a", "b"]] * 4, XOR_Y, TypeError,
+     r"^X must be numeric \(float, int or bool\); got dtype <U1"),
+    ("X-objects", "clf", np.array([[1.0, None]] * 4, dtype=object), XOR_Y, TypeError,
+     r"^X must be numeric \(float, int or bool\); got dtype object"),
+    ("X-dicts", "clf", [[{}, {}]] * 4, XOR_Y, TypeError,
+     r"^X must be numeric \(float, int or bool\); got dtype object"),
+    ("X-ragged", "clf", [[0.0, 1.0], [0.0]], XOR_Y[:2], ValueError,
+     r"^X must be a rectangular numeric array, got list"),
+    ("X-none", "clf", None, XOR_Y, TypeError, r"^X must be an array, got None"),
+    ("y-none", "clf", XOR_X, None, TypeError, r"^y must be an array, got None"),
+    ("y-strings-regression", "reg", XOR_X, np.array(["a", "b", "c", "d"]), TypeError,
+     r"^y must be numeric \(float, int or bool\); got dtype <U1"),
+    ("y-none-label", "clf", XOR_X, np.array([0, None, 1, 0], dtype=object), ValueError,
+     r"^y contains None; every sample needs a label"),
+]
+
+
+@pytest.mark.parametrize(("kind", "X", "y", "exc", "match"),
+                         [c[1:] for c in HOST_ONLY_CASES], ids=[c[0] for c in HOST_ONLY_CASES])
+def test_fit_refuses_non_numeric_data(be, kind, X, y, exc, match):
+    net = clf(be) if kind == "clf" else reg(be)
+    with pytest.raises(exc, match=match):
+        net.fit(X, y, epochs=1)
+
+
+@pytest.fixture
+def fitted(be):
+    """A classifier on ``be`` fitted for one epoch on XOR."""
+    return clf(be).fit(XOR_X, XOR_Y, epochs=1, batch_size=4)
+
+
+PREDICT_CASES = [
+    ("features", np.zeros((4, 3)),
+     r"^X has 3 features per sample, but the network's input layer has 2; got shape \(4, 3\)"),
+    ("1d", np.zeros(2), r"^X must be 2-D with shape \(n_samples, n_features\); got 1-D"),
+    ("nan", _nan_x(), r"^X contains NaN or infinity; every value must be finite"),
+    ("empty", np.zeros((0, 2)), r"^X must have at least one sample and one feature"),
+]
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "evaluate"])
+@pytest.mark.parametrize(("X", "match"), [c[1:] for c in PREDICT_CASES],
+                         ids=[c[0] for c in PREDICT_CASES])
+def test_predict_and_evaluate_refuse_bad_X(fitted, be, method, X, match):
+    args = (native(be, X),) if method != "evaluate" else (native(be, X), XOR_Y[: X.shape[0]])
+    with pytest.raises(ValueError, match=match):
+        getattr(fitted, method)(*args)
+
+
+def test_regression_predict_refuses_wrong_feature_count(be):
+    net = reg(be).fit(XOR_X, REG_Y, epochs=1)
+    with pytest.raises(ValueError, match=r"^X has 1 features per sample, but the network's "
+                                         r"input layer has 2; got shape \(4, 1\)"):
+        net.predict(native(be, XOR_X[:, :1]))
+    with pytest.raises(ValueError, match=r"^X has 3 features per sample"):
+        net.evaluate(native(be, np.zeros((4, 3))), REG_Y)
+
+
+def test_evaluate_refuses_unseen_labels(fitted, be):
+    with pytest.raises(ValueError, match=r"^y contains labels never seen in fit: \[7\]; "
+                                         r"known classes are \[0, 1\]"):
+        fitted.evaluate(native(be, XOR_X), native(be, np.array([0, 1, 7, 0])))
+
+
+def test_unseen_string_labels_and_validation_data_are_named(be):
+    y = np.array(["cat", "dog", "dog", "cat"])
+    net = clf(be).fit(XOR_X, y, epochs=1)
+    with pytest.raises(ValueError, match=r"^y contains labels never seen in fit: \['cow'\]; "
+                                         r"known classes are \['cat', 'dog'\]"):
+        net.evaluate(XOR_X, np.array(["cat", "cow", "dog", "cat"]))
+    with pytest.raises(ValueError, match=r"^validation_data\[1\] contains labels never seen"):
+        clf(be).fit(XOR_X, y, epochs=1, validation_data=(XOR_X, np.array(["cow"] * 4)))
+    with pytest.raises(ValueError, match=r"^validation_data\[0\] contains NaN or infinity"):
+        clf(be).fit(XOR_X, y, epochs=1, validation_data=(_nan_x(), y))
+
+
+def test_single_string_class_is_named_plainly(be):
+    with pytest.raises(ValueError, match=r"^y has a single class \('cat'\); a classifier "
+                                         r"needs at least two"):
+        clf(be).fit(XOR_X, np.array(["cat"] * 4), epochs=1)
+
+
+def test_class_weight_with_unknown_label_is_named_plainly(be):
+    with pytest.raises(ValueError, match=r"^class_weight names labels not in y: \[9\]; classes "
+                                         r"are \[0, 1\]"):
+        clf(be).fit(XOR_X, XOR_Y, epochs=1, class_weight={9: 2.0})
+
+
+def test_predict_proba_on_a_regressor(be):
+    net = reg(be).fit(XOR_X, REG_Y, epochs=1)
+    with pytest.raises(AttributeError, match=r"^predict_proba needs a classifier; this "
+                                             r"network's loss is 'mse'"):
+        net.predict_proba(XOR_X)
+
+
+def test_unfitted_classifier(be):
+    net = clf(be)
+    for method in (net.predict, net.predict_proba):
+        with pytest.raises(bpx.NotFittedError, match=r"not been fitted yet: call fit\(\)"):
+            method(XOR_X)
+
+
+def test_booleans_are_cast_not_refused(be):
+    """Boolean (and integer) features train exactly as their 0/1 floats do."""
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [1, 1], [0, 1]], dtype=bool)
+    y = np.array([0, 1, 1, 0, 0, 1])
+    as_bool = clf(be).fit(native(be, X), y, epochs=2, batch_size=3)
+    as_int = clf(be).fit(native(be, X.astype(np.int64)), y, epochs=2, batch_size=3)
+    as_float = clf(be).fit(native(be, X.astype(np.float64)), y, epochs=2, batch_size=3)
+    assert as_bool.history["loss"] == as_float.history["loss"] == as_int.history["loss"]
+    assert_same_params(as_bool, as_float)
+    assert_same_params(as_int, as_float)
+    p_bool = as_float.predict_proba(native(be, X))
+    assert array_api_compat.array_namespace(p_bool) is be.xp
+    np.testing.assert_array_equal(to_host(p_bool),
+                                  to_host(as_float.predict_proba(X.astype(np.float64))))
+
+
+def test_boolean_regression_targets_are_cast(be):
+    y = np.array([True, False, False, True])
+    a = reg(be).fit(XOR_X, native(be, y), epochs=2, batch_size=2)
+    b = reg(be).fit(XOR_X, y.astype(np.float64), epochs=2, batch_size=2)
+    assert a.history["loss"] == b.history["loss"]
+    assert_same_params(a, b)
+
+
+# ======================================================================================
+# names, output/loss pairs, fit options
+# ======================================================================================
+def _typo(name: str) -> str:
+    return name + name[-1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    by_kwargs(
+        ({"layers": [2, 3, 2], "activation": "rleu"},
+         r"^activation='rleu' is not a known activation; expected one of .*leaky_relu.*; "
+         r"did you mean 'relu'\?"),
+        ({"layers": [2, 3, 3, 2], "activation": ["tanh", "sigmoidd"]},
+         r"^activation='sigmoidd' is not a known activation.*did you mean 'sigmoid'\?"),
+        ({"layers": [2, 2], "output": "sofmax"},
+         r"^output='sofmax' is not a known activation.*did you mean 'softmax'\?"),
+        ({"layers": [2, 2], "loss": "msee"},
+         r"^loss='msee' is not a known loss; expected one of .*mae.*; did you mean 'mse'\?"),
+        ({"layers": [2, 1], "loss": "binary_cross_entropie"},
+         r"^loss='binary_cross_entropie' is not a known loss.*"
+         r"did you mean 'binary_cross_entropy'\?"),
+    ),
+)
+def test_unknown_names_suggest_the_closest(be, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bpx.Network(**kwargs, backend=be)
+
+
+def test_unknown_backend_name_suggests_the_closest(be):
+    name = be.name
+    with pytest.raises(ValueError, match=rf"^backend='{_typo(name)}' is not known; expected "
+                                         rf"one of auto, .*; did you mean '{name}'\?"):
+        bpx.Network([2, 2], backend=_typo(name))
+
+
+@pytest.mark.parametrize(("optimizer", "close"),
+                         [("adamm", "adam"), ("sgdd", "sgd"), ("nesterv", "nesterov"),
+                          ("adam_w", "adamw")])
+def test_unknown_optimizer_suggests_the_closest(fitted, optimizer, close):
+    with pytest.raises(ValueError, match=rf"^optimizer='{optimizer}' is not known; expected "
+                                         rf"one of sgd, .*; did you mean '{close}'\?"):
+        fitted.fit(XOR_X, XOR_Y, epochs=1, optimizer=optimizer)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    by_kwargs(
+        ({"activation": 3}, r"^activation must be an activation name.*, got int: 3"),
+        ({"output": 1.0}, r"^output must be an activation name, got float: 1\.0"),
+        ({"loss": None}, r"^loss must be a loss name, got NoneType: None"),
+        ({"backend": 7}, r"^backend must be a name, a namespace module or None, got int: 7"),
+    ),
+)
+def test_names_of_the_wrong_type(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        bpx.Network([2, 3, 2], **kwargs)
+
+
+def test_optimizer_of_the_wrong_type(fitted):
+    with pytest.raises(TypeError, match=r"^optimizer must be a name or an Optimizer, got "
+                                        r"int: 3"):
+        fitted.fit(XOR_X, XOR_Y, epochs=1, optimizer=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    by_kwargs(
+        ({"layers": [2, 1], "output": "softmax"},
+         r"^output='softmax' needs at least 2 output units .*got 1"),
+        ({"layers": [2, 1], "output": "softmax", "loss": "mse"},
+         r"^output='softmax' needs at least 2 output units .*got 1"),
+        ({"layers": [2, 3], "loss": "binary_cross_entropy"},
+         r"^loss='binary_cross_entropy' needs 1 output unit, got 3; use "
+         r"'categorical_cross_entropy'"),
+        ({"layers": [2, 3], "loss": "bce", "output": "sigmoid"},
+         r"^loss='binary_cross_entropy' needs 1 output unit, got 3"),
+        ({"layers": [2, 2], "output": "tanh"},
+         r"^loss='categorical_cross_entropy' needs outputs in \(0, 1\): use output='sigmoid' "
+         r"or 'softmax', not 'tanh'"),
+        ({"layers": [2, 3], "output": "identity"},
+         r"^loss='categorical_cross_entropy' needs outputs in \(0, 1\).*not 'identity'"),
+        ({"layers": [2, 1], "output": "identity", "loss": "binary_cross_entropy"},
+         r"^loss='binary_cross_entropy' needs outputs in \(0, 1\).*not 'identity'"),
+        ({"layers": [2, 1], "output": "tanh", "loss": "cross_entropy"},
+         r"needs outputs in \(0, 1\).*not 'tanh'"),
+        ({"layers": [2, 2], "output": "relu", "loss": "categorical_cross_entropy"},
+         r"needs outputs in \(0, 1\).*not 'relu'"),
+        ({"layers": [2, 4, 2], "activation": "softmax"},
+         r"^activation='softmax' is for the output layer only; use output='softmax'"),
+    ),
+)
+def test_incompatible_output_and_loss_refused_at_construction(be, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bpx.Network(**kwargs, backend=be)
+
+
+@pytest.mark.parametrize(
+    ("layers", "match"),
+    [
+        ([2, 0, 2], r"^layers\[1\] must be a positive integer width, got 0 in \[2, 0, 2\]"),
+        ([0, 2], r"^layers\[0\] must be a positive integer width, got 0"),
+        ([2, 3, 0], r"^layers\[2\] must be a positive integer width, got 0"),
+        ([2, -3, 2], r"^layers\[1\] must be a positive integer width, got -3"),
+        ([2, 2.5, 2], r"^layers\[1\] must be a positive integer width, got 2\.5"),
+        ([2, True, 2], r"^layers\[1\] must be a positive integer width, got True"),
+    ],
+)
+def test_layer_widths(be, layers, match):
+    with pytest.raises(ValueError, match=match):
+        bpx.Network(layers, backend=be)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int32", "bfloat16", "float128", np.float16,
+                                   np.int32, "complex64"])
+def test_unsupported_dtype(be, dtype):
+    with pytest.raises(ValueError, match=r"^dtype must be 'float32' or 'float64', got "
+                                         + re.escape(repr(dtype))):
+        bpx.Network([2, 2], backend=be, dtype=dtype)
+
+
+def test_unsupported_dtype_object_of_the_backend(be):
+    bad = be.xp.int32
+    with pytest.raises(ValueError, match=r"^dtype must be 'float32' or 'float64', got "):
+        bpx.Network([2, 2], backend=be, dtype=bad)
+
+
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_dtype_object_of_the_backend_is_accepted(be, name):
+    """``dtype=torch.float64`` on a torch network means what ``dtype="float64"`` does."""
+    net = bpx.Network([2, 2], backend=be, dtype=getattr(be.xp, name))
+    assert net.dtype == name
+    assert net.weights[0].dtype == getattr(be.xp, name)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    by_kwargs(
+        ({"lr": 0.0}, r"^lr must be a finite number in \(0\.0, inf\), got 0\.0"),
+        ({"lr": -0.1}, r"^lr must be a finite number in \(0\.0, inf\), got -0\.1"),
+        ({"lr": math.inf}, r"^lr must be a finite number in \(0\.0, inf\), got inf"),
+        ({"lr": math.nan}, r"^lr must be a finite number in \(0\.0, inf\), got nan"),
+        ({"lr": -1e-3, "optimizer": "adam"}, r"^lr must be a finite number .*got -0\.001"),
+        ({"lr": math.inf, "optimizer": "adamw"}, r"^lr must be a finite number .*got inf"),
+        ({"lr": "0.1"}, r"^lr must be a finite number .*got '0\.1'"),
+        ({"batch_size": 0}, r"^batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": -8}, r"^batch_size must be an integer >= 1, got -8"),
+        ({"batch_size": 2.5}, r"^batch_size must be an integer >= 1, got 2\.5"),
+        ({"batch_size": None}, r"^batch_size must be an integer >= 1, got None"),
+        ({"epochs": -1}, r"^epochs must be an integer >= 0, got -1"),
+        ({"epochs": 1.5}, r"^epochs must be an integer >= 0, got 1\.5"),
+        ({"dropout": -0.1}, r"^dropout rates must be numbers in \[0, 1\), got -0\.1"),
+        ({"dropout": 1.0}, r"^dropout rates must be numbers in \[0, 1\), got 1\.0"),
+        ({"dropout": 1.5}, r"^dropout rates must be numbers in \[0, 1\), got 1\.5"),
+        ({"dropout": math.nan}, r"^dropout rates must be numbers in \[0, 1\), got nan"),
+    ),
+)
+def test_fit_options(be, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        clf(be, layers=(2, 4, 2)).fit(XOR_X, XOR_Y, **kwargs)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0])
+def test_bad_dropout_is_refused_without_hidden_layers_too(be, rate):
+    with pytest.raises(ValueError, match=r"^dropout rates must be numbers in \[0, 1\), got "):
+        clf(be, layers=(2, 2)).fit(XOR_X, XOR_Y, dropout=rate)
+
+
+def test_batch_larger_than_the_data_is_the_whole_data(be):
+    X = np.random.default_rng(0).standard_normal((6, 2))
+    y = np.array([0, 1, 0, 1, 1, 0])
+    big = clf(be).fit(X, y, epochs=3, batch_size=1000)
+    exact = clf(be).fit(X, y, epochs=3, batch_size=6)
+    assert big.history["loss"] == exact.history["loss"]
+    assert_same_params(big, exact)
+
+
+def test_zero_epochs_fits_labels_only(be):
+    net = clf(be)
+    before = host_params(net)
+    net.fit(XOR_X, XOR_Y, epochs=0)
+    for p, q in zip(host_params(net), before):
+        np.testing.assert_array_equal(p, q)
+    assert net.classes_.tolist() == [0, 1] and net.history == {}
+
+
+# ======================================================================================
+# arrays of another library: moved through host memory
+# ======================================================================================
+SOURCES = ["list", "numpy", "torch", "jax", "array_api_strict", "array_api_strict:device1"]
+
+
+def from_source(source: str, a: np.ndarray):
+    """``a`` as an array of ``source`` (skipping when that library is not installed)."""
+    if source == "list":
+        return a.tolist()
+    if source == "numpy":
+        return a
+    name, _, device = source.partition(":")
+    ok, reason = probe(name)
+    if not ok:
+        pytest.skip(f"{name} unusable: {reason}")
+    if name == "torch":
+        import torch
+
+        return torch.asarray(a, device="cpu")
+    if name == "jax":
+        importlib.import_module("jax").config.update("jax_enable_x64", True)
+        return importlib.import_module("jax.numpy").asarray(a)
+    xp = importlib.import_module(name)
+    return xp.asarray(a, device=xp.Device(device) if device else None)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_arrays_of_another_library_give_the_same_results(be, source):
+    X = np.random.default_rng(1).standard_normal((6, 2))
+    y = np.array([0, 1, 0, 1, 1, 0])
+    ref = clf(be).fit(X, y, epochs=2, batch_size=3)
+    net = clf(be).fit(from_source(source, X), from_source(source, y), epochs=2, batch_size=3)
+    assert net.history["loss"] == ref.history["loss"]
+    assert_same_params(net, ref)
+    p = net.predict_proba(from_source(source, X))
+    assert array_api_compat.array_namespace(p) is be.xp
+    np.testing.assert_array_equal(to_host(p), to_host(ref.predict_proba(X)))
+    np.testing.assert_array_equal(net.predict(from_source(source, X)), ref.predict(X))
+    assert net.evaluate(from_source(source, X), from_source(source, y)) == ref.evaluate(X, y)
+
+
+def test_torch_tensor_that_requires_grad_is_accepted(be):
+    torch = pytest.importorskip("torch")
+    X = np.random.default_rng(2).standard_normal((5, 2))
+    t = torch.tensor(X, requires_grad=True)
+    net = reg(be).fit(XOR_X, REG_Y, epochs=1)
+    np.testing.assert_array_equal(to_host(net.predict(t)), to_host(net.predict(X)))
+
+
+@pytest.mark.parametrize("source", ["torch", "jax", "array_api_strict"])
+def test_bad_values_in_another_librarys_array_are_named(be, source):
+    with pytest.raises(ValueError, match=r"^X contains NaN or infinity; every value must be "):
+        clf(be).fit(from_source(source, _nan_x()), XOR_Y, epochs=1)
+    # float64 values beyond float32's range: the same message as for NumPy input, no
+    # RuntimeWarning from the cast on the way
+    with pytest.raises(ValueError, match=r"^X has values beyond ±3\.4e\+38, which overflow "
+                                         r"float32; rescale the data or use dtype='float64'"):
+        clf(be).fit(from_source(source, np.full((4, 2), 1e300)), XOR_Y, epochs=1)
+
+
+def test_overflow_in_numpy_input_is_named(be):
+    with pytest.raises(ValueError, match=r"^X has values beyond ±3\.4e\+38, which overflow "
+                                         r"float32"):
+        clf(be).fit(np.full((4, 2), -1e300), XOR_Y, epochs=1)
+    net = clf(be, dtype="float64").fit(XOR_X, XOR_Y, epochs=1)
+    assert_finite(net.predict_proba(np.full((4, 2), 1e300)), "float64 predict_proba")
+
+
+# ======================================================================================
+# numerics: softmax, sigmoid and their losses at logits of ±1e4
+# ======================================================================================
+BIG = 1e4
+LOGITS = np.array([[BIG, -BIG, 0.0], [-BIG, BIG, BIG], [0.0, 0.0, -BIG], [-BIG, -BIG, -BIG]])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_and_sigmoid_saturate_without_overflow(be, dtype):
+    z = be.asarray(LOGITS, dtype=be.dtype(dtype))
+    s = A.get("softmax").forward(z, be.ops)
+    sig = A.get("sigmoid").forward(z, be.ops)
+    for a in (s, sig):
+        assert a.dtype == z.dtype and tuple(a.shape) == LOGITS.shape
+        assert_finite(a)
+    np.testing.assert_allclose(to_host(be.xp.sum(s, axis=1)), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(to_host(s)[0], [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(to_host(s)[1], [0.0, 0.5, 0.5])
+    np.testing.assert_array_equal(to_host(sig)[0], [1.0, 0.0, 0.5])
+    # and their backward passes (vector–Jacobian products from the saved output)
+    g = be.asarray(np.ones_like(LOGITS), dtype=be.dtype(dtype))
+    assert_finite(A.get("softmax").backward(g, s, be.ops), "softmax VJP")
+    assert_finite(A.get("sigmoid").backward(g, sig, be.ops), "sigmoid VJP")
+
+
+def _reference_cost(loss: str, z: np.ndarray, y: np.ndarray) -> float:
+    """The exact cost from the logits, in float64 NumPy."""
+    if loss == "categorical_cross_entropy":
+        lse = np.logaddexp.reduce(z, axis=1)
+        return float(np.mean(np.sum(y * (lse[:, None] - z), axis=1)))
+    per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    return float(np.mean(np.sum(per, axis=1)))
+
+
+#: (loss, output, number of outputs); the first two pairs are canonical (log-sum-exp value,
+#: fused a − y gradient), the rest take the clipped / general paths.
+PAIRS = [
+    ("categorical_cross_entropy", "softmax", 3),
+    ("binary_cross_entropy", "sigmoid", 1),
+    ("categorical_cross_entropy", "sigmoid", 3),
+    ("mse", "softmax", 3),
+    ("mae", "softmax", 3),
+    ("mse", "sigmoid", 1),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("loss", "output", "k"), PAIRS, ids=[f"{p[0]}-{p[1]}" for p in PAIRS])
+def test_losses_and_output_errors_stay_finite_at_huge_logits(be, dtype, loss, output, k):
+    xp, dt = be.xp, be.dtype(dtype)
+    z_host = LOGITS[:, :k]
+    if k == 1:  # every sample with the label that makes the loss largest, and the other
+        z_host = np.array([[BIG], [-BIG], [BIG], [-BIG], [0.0]])
+        y_host = np.array([[0.0], [1.0], [1.0], [0.0], [1.0]])
+    else:  # one-hot labels on the least likely class (and on the likeliest, row 1)
+        y_host = np.eye(k)[[1, 1, 2, 0]]
+    loss_, out = L.get(loss), A.get(output)
+    z = be.asarray(z_host, dtype=dt)
+    y = be.asarray(y_host, dtype=dt)
+    a = out.forward(z, be.ops)
+    c = backprop.cost(loss_, out, a, z, y, xp)
+    assert c.dtype == dt
+    c_host = float(to_host(c))
+    assert math.isfinite(c_host) and c_host >= 0.0
+    if loss_.canonical == out.name:
+        assert c_host == pytest.approx(_reference_cost(loss, z_host, y_host), rel=1e-6)
+    for fused in (True, False):
+        delta = backprop.output_error(loss_, out, a, z, y, be.ops, fused=fused)
+        assert tuple(delta.shape) == z_host.shape and delta.dtype == dt
+        assert_finite(delta, f"output_error(fused={fused})")
+    if loss_.canonical == out.name:  # δ = a − y is bounded by 1
+        assert np.all(np.abs(to_host(backprop.output_error(loss_, out, a, z, y, be.ops))) <= 1)
+
+
+def test_weighted_cost_stays_finite_at_huge_logits(be):
+    loss, out = L.get("categorical_cross_entropy"), A.get("softmax")
+    z = be.asarray(LOGITS, dtype=be.xp.float32)
+    y = be.asarray(np.eye(3)[[1, 1, 2, 0]], dtype=be.xp.float32)
+    w = be.asarray(np.array([0.5, 2.0, 1.0, 0.0]), dtype=be.xp.float32)
+    c = backprop.cost(loss, out, out.forward(z, be.ops), z, y, be.xp, weights=w)
+    # rows: 0.5 (2e4) + 2 log 2 + (1e4 + log 2) + 0 (1e4)
+    expected = 0.5 * 2 * BIG + 2.0 * math.log(2) + (BIG + math.log(2))
+    assert float(to_host(c)) == pytest.approx(expected, rel=1e-6)
+
+
+# ======================================================================================
+# training faults: divergence, out of memory
+# ======================================================================================
+class _EpochStart(bpx.callbacks.Callback):
+    """Keeps a host copy of the weights each epoch starts from."""
+
+    def on_epoch_begin(self, net, epoch):
+        self.params = host_params(net)
+
+
+def test_divergence_raises_with_epoch_and_step_and_keeps_finite_weights(be):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((24, 4)) * 1e3
+    y = rng.integers(0, 3, 24)
+    net = bpx.Network([4, 6, 3], backend=be, dtype="float32", seed=0)
+    spy = _EpochStart()
+    with pytest.raises(bpx.DivergenceError) as info:
+        net.fit(X, y, epochs=50, batch_size=8, optimizer="sgd", lr=1e3, callbacks=[spy])
+    found = re.search(r"non-finite at epoch (\d+), step (\d+) of 3; the weights were restored",
+                      str(info.value))
+    assert found, str(info.value)
+    assert net.history["diverged_at"] == [(int(found[1]), int(found[2]))]
+    assert "lr was 1000" in str(info.value)
+    for p, q in zip(host_params(net), spy.params, strict=True):  # the last finite weights
+        np.testing.assert_array_equal(p, q)
+    assert_finite(net.predict_proba(X), "predict_proba after divergence")
+
+
+def test_divergence_warns_on_every_backend(be):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((24, 4)) * 1e3
+    y = rng.integers(0, 3, 24)
+    net = bpx.Network([4, 6, 3], backend=be, dtype="float32", seed=0)
+    with pytest.warns(bpx.DivergenceWarning, match=r"non-finite at epoch \d+, step \d+"):
+        net.fit(X, y, epochs=50, batch_size=8, optimizer="sgd", lr=1e3, on_divergence="warn")
+    for p in host_params(net):
+        assert np.all(np.isfinite(p))
+
+
+class FakeCupyOOM(Exception):
+    """Stands in for ``cupy.cuda.memory.OutOfMemoryError`` (matched by its name)."""
+
+
+FakeCupyOOM.__name__ = FakeCupyOOM.__qualname__ = "OutOfMemoryError"
+
+
+def _oom_for(name: str) -> BaseException:
+    """The error the library ``name`` raises when an allocation fails."""
+    if name == "torch":
+        import torch
+
+        if hasattr(torch, "OutOfMemoryError"):
+            return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    if name == "jax":
+        from jax.errors import JaxRuntimeError
+
+        return JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                               "2147483648 bytes.")
+    if name == "cupy":
+        return FakeCupyOOM("Out of memory allocating 2,147,483,648 bytes (allocated so far: "
+                           "0 bytes).")
+    return MemoryError("Unable to allocate 2.00 GiB for an array with shape (8, 67108864)")
+
+
+def _failing_linear(monkeypatch, net, error: BaseException):
+    def linear(a, w, b):
+        raise error
+
+    monkeypatch.setattr(net._backend.ops, "linear", linear)
+
+
+def _fake_cupy_backend() -> Backend:
+    """NumPy under the name "cupy": the cupy-specific error handling, run on the CPU."""
+    xp = array_api_compat.array_namespace(np.empty(0))
+    return Backend("cupy", xp, "cpu", "a stand-in for cupy", InplaceOps(xp, np))
+
+
+@pytest.fixture(params=[*_selected(), "fake-cupy"])
+def oom_backend(request) -> Backend:
+    """Every backend of ``be``, and NumPy posing as CuPy (for CuPy's error types)."""
+    if request.param == "fake-cupy":
+        return _fake_cupy_backend()
+    return make_backend(request.param)
+
+
+X8 = np.random.default_rng(3).standard_normal((8, 2))
+Y8 = np.array([0, 1] * 4)
+
+
+def test_out_of_memory_in_fit_names_the_batch_size(oom_backend, monkeypatch):
+    net = clf(oom_backend)
+    error = _oom_for(oom_backend.name)
+    _failing_linear(monkeypatch, net, error)
+    with pytest.raises(bpx.OutOfMemoryError) as info:
+        net.fit(X8, Y8, epochs=1, batch_size=4)
+    msg = str(info.value)
+    assert msg.startswith("fit ran out of memory on "), msg
+    assert "batch_size=4" in msg and "try a smaller batch_size, e.g. 2" in msg, msg
+    assert info.value.__cause__ is error
+    assert isinstance(info.value, MemoryError)  # existing `except MemoryError` still works
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "evaluate"])
+@pytest.mark.parametrize(("batch_size", "expected"),
+                         [(4, "batch_size=4"), (None, "batch_size=None")], ids=["4", "None"])
+def test_out_of_memory_in_prediction_names_the_batch_size(oom_backend, monkeypatch, method,
+                                                          batch_size, expected):
+    net = clf(oom_backend).fit(X8, Y8, epochs=1)
+    error = _oom_for(oom_backend.name)
+    _failing_linear(monkeypatch, net, error)
+    args = (X8,) if method != "evaluate" else (X8, Y8)
+    with pytest.raises(bpx.OutOfMemoryError) as info:
+        getattr(net, method)(*args, batch_size=batch_size)
+    msg = str(info.value)
+    assert msg.startswith(f"{method} ran out of memory"), msg
+    assert expected in msg and "try " in msg, msg
+    assert info.value.__cause__ is error
+
+
+@pytest.mark.parametrize("batch_size", [32, None])
+def test_out_of_memory_suggests_a_batch_smaller_than_the_one_used(be, monkeypatch, batch_size):
+    """With 8 samples, a batch_size of 32 (or None) is a batch of 8: suggest fewer than 8."""
+    net = clf(be).fit(X8, Y8, epochs=1)
+    _failing_linear(monkeypatch, net, _oom_for(be.name))
+    with pytest.raises(bpx.OutOfMemoryError, match=r"try a smaller batch_size, e\.g\. 4\b"):
+        net.predict_proba(X8, batch_size=batch_size)
+    if batch_size is not None:
+        with pytest.raises(bpx.OutOfMemoryError, match=r"try a smaller batch_size, e\.g\. 4\b"):
+            net.fit(X8, Y8, epochs=1, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("where", ["fit", "predict"])
+def test_other_errors_pass_through_unchanged(oom_backend, monkeypatch, where):
+    net = clf(oom_backend).fit(X8, Y8, epochs=1)
+    error = RuntimeError("a bug in a custom layer")
+    _failing_linear(monkeypatch, net, error)
+    with pytest.raises(RuntimeError) as info:
+        if where == "fit":
+            net.fit(X8, Y8, epochs=1)
+        else:
+            net.predict(X8)
+    assert info.value is error
+    assert not isinstance(info.value, bpx.OutOfMemoryError)
+
+
+def test_memory_errors_of_other_libraries_are_not_oom_for_numpy(monkeypatch):
+    """A numpy network does not mistake an unrelated error that mentions memory for OOM."""
+    net = clf(bpx.resolve("numpy")).fit(X8, Y8, epochs=1)
+    error = ValueError("shared memory segment is read-only")
+    _failing_linear(monkeypatch, net, error)
+    with pytest.raises(ValueError) as info:
+        net.predict(X8)
+    assert info.value is error
