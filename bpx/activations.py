@@ -87,9 +87,7 @@ def _leaky_relu_backward(g, a, ops):
 
 # --- softmax: a_k = e^(z_k) / Σ_i e^(z_i); VJP a ⊙ (g − Σ_k g_k a_k) ------------------
 def _softmax(z, ops):
-    xp = ops.xp
-    e = xp.exp(z - xp.max(z, axis=1, keepdims=True))  # max-shift: no overflow
-    return e / xp.sum(e, axis=1, keepdims=True)
+    return ops.softmax(z)  # e^(z − max z) / Σ e^(z − max z): the max-shift avoids overflow
 
 
 def _softmax_backward(g, a, ops):

@@ -131,6 +131,17 @@ class Ops:
             w = w - decay * w
         return w - step, m, v
 
+    def softmax(self, z):
+        """Row-wise softmax of ``z`` (m, n) with a max-shift: no overflow for finite z."""
+        xp = self.xp
+        e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
+        return e / xp.sum(e, axis=1, keepdims=True)
+
+    def fused_per_sample(self, loss_name: str, z, y):
+        """A backend's one-kernel per-sample loss from the logits, or None (use the portable
+        formula in :mod:`bpx.losses`)."""
+        return None
+
     def relu(self, z):
         """``max(z, 0)``. In-place versions overwrite ``z``."""
         return self.xp.where(z > 0, z, self.xp.zeros_like(z))
@@ -208,7 +219,8 @@ class CupyOps(InplaceOps):
     """CuPy: the in-place updates as single fused kernels (one launch, one pass over memory).
 
     On a GPU, small networks are bound by kernel launches, so the Adam update (10 launches
-    as ufuncs), the ReLU mask (2) and the scaled subtraction (2) each become one kernel.
+    as ufuncs), the ReLU mask (2) and the scaled subtraction (2) each become one kernel, and
+    so do the output softmax (5) and the softmax cross-entropy from logits (8).
     ``BPX_CUPY_FUSED=0`` turns them off (the ufunc versions of :class:`InplaceOps` remain),
     which the tests and benchmarks use to compare the two.
     """
@@ -239,6 +251,91 @@ class CupyOps(InplaceOps):
     def relu_backward(self, g, a):
         self._relu_backward(g, a, g)
         return g
+
+    # --- row kernels: one thread per sample, for the narrow output layer ------------------
+    #: why the row kernels are not in use (None while they work); tests assert it stays None
+    row_kernels_error: str | None = None
+    _rows = None
+
+    def _row_kernel(self, name: str, dtype):
+        if self._rows is None and self.row_kernels_error is None:
+            try:
+                names = [f"{k}<{t}>" for k in ("bpx_softmax", "bpx_xent_logits")
+                         for t in ("float", "double")]
+                self._rows = self.raw.RawModule(code=_ROW_KERNELS, options=("-std=c++14",),
+                                                name_expressions=names)
+                self._rows.get_function(names[0])  # compiles now, so failures surface here
+            except Exception as exc:  # keep working on the portable path, and say why
+                self.row_kernels_error = f"{type(exc).__name__}: {exc}"
+                self._rows = None
+        if self._rows is None:
+            return None
+        t = {"float32": "float", "float64": "double"}.get(str(dtype))
+        return None if t is None else self._rows.get_function(f"{name}<{t}>")
+
+    def _row_launch(self, kernel, m: int, *args) -> None:
+        threads = 128
+        kernel(((m + threads - 1) // threads,), (threads,), args)
+
+    def softmax(self, z):
+        fn = self._row_kernel("bpx_softmax", z.dtype) if _rows_ok(z) else None
+        if fn is None:
+            return super().softmax(z)
+        m, n = z.shape
+        a = self.raw.empty_like(z)
+        self._row_launch(fn, m, z, a, np.int64(m), np.int64(n))
+        return a
+
+    def fused_per_sample(self, loss_name, z, y):
+        if loss_name != "categorical_cross_entropy" or not (_rows_ok(z) and _rows_ok(y)):
+            return None
+        if y.dtype != z.dtype or y.shape != z.shape:
+            return None
+        fn = self._row_kernel("bpx_xent_logits", z.dtype)
+        if fn is None:
+            return None
+        m, n = z.shape
+        out = self.raw.empty((m,), dtype=z.dtype)
+        self._row_launch(fn, m, z, y, out, np.int64(m), np.int64(n))
+        return out
+
+
+def _rows_ok(x) -> bool:
+    return x.ndim == 2 and x.flags.c_contiguous and x.shape[0] > 0 and x.shape[1] > 0
+
+
+#: softmax and softmax-cross-entropy from logits, one thread per row (n_L is small)
+_ROW_KERNELS = r"""
+template<typename T>
+__global__ void bpx_softmax(const T* z, T* a, long long m, long long n) {
+    long long i = (long long)blockDim.x * blockIdx.x + threadIdx.x;
+    if (i >= m) return;
+    const T* zr = z + i * n;
+    T* ar = a + i * n;
+    T mx = zr[0];
+    for (long long k = 1; k < n; ++k) mx = zr[k] > mx ? zr[k] : mx;
+    T s = 0;
+    for (long long k = 0; k < n; ++k) { T e = exp(zr[k] - mx); ar[k] = e; s += e; }
+    T inv = T(1) / s;
+    for (long long k = 0; k < n; ++k) ar[k] *= inv;
+}
+
+template<typename T>
+__global__ void bpx_xent_logits(const T* z, const T* y, T* out, long long m, long long n) {
+    long long i = (long long)blockDim.x * blockIdx.x + threadIdx.x;
+    if (i >= m) return;
+    const T* zr = z + i * n;
+    const T* yr = y + i * n;
+    T mx = zr[0];
+    for (long long k = 1; k < n; ++k) mx = zr[k] > mx ? zr[k] : mx;
+    T s = 0;
+    for (long long k = 0; k < n; ++k) s += exp(zr[k] - mx);
+    T lse = mx + log(s);
+    T acc = 0;
+    for (long long k = 0; k < n; ++k) acc += yr[k] * (lse - zr[k]);
+    out[i] = acc;
+}
+"""
 
 
 # --------------------------------------------------------------------------------------

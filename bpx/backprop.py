@@ -63,13 +63,19 @@ def output_error(loss: Loss, output: Activation, a_L, z_L, y, ops, *, fused: boo
     return output.backward(loss.gradient(a_L, y, ops.xp), a_L, ops)  # (1) δ = σ'ᵀ ∇_a L
 
 
-def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None):
+def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None, ops=None):
     """The cost ``C``, a 0-d array: the mean of the per-sample losses, or with ``weights``
     (shape (m,)) their weighted sum ``Σ_i w_i L_i`` (the caller divides by ``Σ_i w_i``).
 
-    Computed from the logits for the canonical pairs, which stays finite for any finite z.
+    Computed from the logits for the canonical pairs, which stays finite for any finite z;
+    ``ops`` may supply a one-kernel version of that (CuPy).
     """
-    if loss.canonical == output.name and loss.per_sample_from_logits is not None:
+    fused = None
+    if loss.canonical == output.name and ops is not None:
+        fused = ops.fused_per_sample(loss.name, z_L, y)
+    if fused is not None:
+        per = fused
+    elif loss.canonical == output.name and loss.per_sample_from_logits is not None:
         per = loss.per_sample_from_logits(z_L, y, xp)
     else:
         per = loss.per_sample(a_L, y, xp)

@@ -135,11 +135,11 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar):
         a, z_L = backprop.forward(W, B, acts, x, ops, masks=masks)
         delta_L = backprop.output_error(net.loss, net.output, a[-1], z_L, y, ops, fused=cfg.fused)
         if sw_e is None:
-            c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp) * mb
+            c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, ops=ops) * mb
             scale = opt.prescale / mb
         else:
             w = sw_dev[i:j]
-            c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w)
+            c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w, ops=ops)
             delta_L = delta_L * xp.reshape(w, (-1, 1))
             scale = opt.prescale / float(np.sum(sw_e[i:j]))  # host sum: no device sync
         total = total + c
