@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# One prepared check for a CUDA machine without internet: install the wheels in .whl/,
+# run the test suite on cupy + numpy, then the throughput benchmark (A–E; bpx on cupy and
+# numpy, the PyTorch peer on CUDA and CPU, the GEMM bounds), and print a summary last.
+#
+#   usage: benchmarks/gpu_check.sh OUTDIR        (run from anywhere; it cd's to the repo root)
+#
+# Expects python3 with numpy, cupy, torch (CUDA), pytest, hypothesis; array-api-compat and
+# array-api-strict come as wheels in .whl/ at the repo root. bpx is imported from the
+# checkout (PYTHONPATH), not installed. Whole run: under 8 minutes on an H100/H200
+# (tests are cut at TEST_TIMEOUT s, the benchmark at BENCH_TIMEOUT s; BENCH_EXTRA="--quick"
+# appends options to the benchmark's command line).
+set -u
+
+OUT="${1:?usage: benchmarks/gpu_check.sh OUTDIR}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+cd "$(dirname "$0")/.." || exit 2
+T0=$(date +%s)
+TEST_TIMEOUT="${TEST_TIMEOUT:-180}"
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-250}"
+log() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/gpu_check.log"; }
+
+log "repo $(pwd); output $OUT"
+
+# --- dependencies from .whl/ (no index, no internet) -------------------------------------
+rm -rf /tmp/site
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+        > "$OUT/pip.log" 2>&1
+    PIP_RC=$?
+    log "pip install of $(ls .whl/*.whl | wc -l) wheel(s): exit $PIP_RC (see pip.log)"
+else
+    log "warning: no wheels in .whl/; array-api-compat must already be importable"
+fi
+export PYTHONPATH="/tmp/site:$PWD"
+export PYTHONDONTWRITEBYTECODE=1
+unset CUPY_TF32 NVIDIA_TF32_OVERRIDE  # full float32 products (the benchmark also turns TF32 off)
+
+# --- the machine -------------------------------------------------------------------------
+{ nvidia-smi; echo; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu,utilization.gpu --format=csv; } \
+    > "$OUT/nvidia-smi.txt" 2>&1
+nvidia-smi -q > "$OUT/nvidia-smi-q.txt" 2>&1
+python3 - > "$OUT/env.txt" 2>&1 <<'EOF'
+import platform, sys
+print("python", sys.version)
+print("platform", platform.platform())
+for mod in ("numpy", "cupy", "torch", "jax", "sklearn", "array_api_compat", "array_api_strict",
+            "pytest", "hypothesis", "bpx"):
+    try:
+        m = __import__(mod)
+        print(mod, getattr(m, "__version__", "?"), getattr(m, "__file__", ""))
+    except Exception as exc:
+        print(mod, "NOT IMPORTABLE:", type(exc).__name__, exc)
+try:
+    import bpx
+    for k, v in bpx.available().items():
+        print("bpx backend", k, v)
+except Exception as exc:
+    print("bpx.available() failed:", type(exc).__name__, exc)
+EOF
+log "$(grep -E '^(cupy|torch|bpx backend cupy)' "$OUT/env.txt" | tr '\n' ';')"
+
+# --- tests on cupy + numpy (a failure does not stop the script) ---------------------------
+log "pytest (BPX_TEST_BACKENDS=cupy,numpy, cut at ${TEST_TIMEOUT}s)"
+BPX_TEST_BACKENDS=cupy,numpy timeout "$TEST_TIMEOUT" \
+    python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/tests-cupy.log" | tail -n 25
+TEST_RC=${PIPESTATUS[0]}
+echo "$TEST_RC" > "$OUT/tests-cupy.rc"
+log "pytest exit code $TEST_RC$( [ "$TEST_RC" = 124 ] && echo ' (timed out)')"
+
+# --- benchmark -----------------------------------------------------------------------------
+log "benchmark (cut at ${BENCH_TIMEOUT}s)"
+timeout "$BENCH_TIMEOUT" python3 benchmarks/bench.py \
+    --workloads A,B64,B1024,C,D,E --backends cupy,numpy --no-sklearn \
+    --gpu-samples 61440 --repeats 7 --budget 25 --cpu-memory-workloads A \
+    --label gpu --out "$OUT/bench" ${BENCH_EXTRA:-} > "$OUT/bench.log" 2>&1
+BENCH_RC=$?
+echo "$BENCH_RC" > "$OUT/bench.rc"
+log "benchmark exit code $BENCH_RC$( [ "$BENCH_RC" = 124 ] && echo ' (timed out)')"
+nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+    --format=csv >> "$OUT/nvidia-smi.txt" 2>&1
+
+# --- summary, last ---------------------------------------------------------------------------
+echo
+echo "===== summary ($(( $(date +%s) - T0 )) s) ====="
+echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+echo "tests (cupy,numpy): exit $TEST_RC — $(grep -E '(passed|failed|error|skipped|no tests ran)' "$OUT/tests-cupy.log" | tail -n 1)"
+echo "benchmark: exit $BENCH_RC"
+if [ -f "$OUT/bench/results.json" ]; then
+    python3 - "$OUT/bench/results.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+def f(x, k="median", p=2):
+    return "-" if not x else f"{x[k]:.{p}f}"
+print(f"{'wl':6}{'impl':13}{'device':8}{'samples/s':>12}{'min':>11}{'max':>11}{'peakMB':>8}"
+      f"{'xPT':>6}{'xGEMM':>7}")
+for r in d["results"]:
+    if r.get("error"):
+        print(f"{r['workload']:6}{r['impl']:13}{r['device']:8} error: {r['error'][:60]}")
+        continue
+    s = r["samples_per_s"]
+    mem = "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.0f}"
+    print(f"{r['workload']:6}{r['impl']:13}{r['device']:8}{s['median']:12,.0f}{s['min']:11,.0f}"
+          f"{s['max']:11,.0f}{mem:>8}{f(r.get('x_pytorch')):>6}{f(r.get('x_gemm')):>7}")
+t = d.get("targets", [])
+print(f"targets met: {sum(bool(x['pass']) for x in t)} of "
+      f"{sum(x['pass'] is not None for x in t)} measured")
+for x in t:
+    v = "not measured" if x["value"] is None else f"{x['value']:.3f}"
+    ok = {None: "", True: "pass", False: "MISS"}[x["pass"]]
+    print(f"  {x['workload']:6}{x['impl']:11}{x['device']:8}{x['target']}: {v} {ok}")
+for n in d.get("notes", []):
+    print("note:", n)
+print(f"bench wall {d['wall_seconds']:.0f} s; tf32 {d['machine'].get('tf32')}")
+EOF
+else
+    echo "no results.json; last lines of bench.log:"
+    tail -n 15 "$OUT/bench.log"
+fi
