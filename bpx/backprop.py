@@ -63,9 +63,11 @@ def output_error(loss: Loss, output: Activation, a_L, z_L, y, ops, *, fused: boo
     return output.backward(loss.gradient(a_L, y, ops.xp), a_L, ops)  # (1) δ = σ'ᵀ ∇_a L
 
 
-def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None, ops=None):
-    """The cost ``C``, a 0-d array: the mean of the per-sample losses, or with ``weights``
-    (shape (m,)) their weighted sum ``Σ_i w_i L_i`` (the caller divides by ``Σ_i w_i``).
+def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None, ops=None,
+         total: bool = False):
+    """The cost ``C``, a 0-d array: the mean of the per-sample losses (their sum with
+    ``total=True``), or with ``weights`` (shape (m,)) the weighted sum ``Σ_i w_i L_i``
+    (the caller divides by ``Σ_i w_i``).
 
     Computed from the logits for the canonical pairs, which stays finite for any finite z;
     ``ops`` may supply a one-kernel version of that (CuPy).
@@ -79,7 +81,9 @@ def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None, ops=N
         per = loss.per_sample_from_logits(z_L, y, xp)
     else:
         per = loss.per_sample(a_L, y, xp)
-    return xp.mean(per) if weights is None else xp.sum(per * weights)
+    if weights is not None:
+        return xp.sum(per * weights)
+    return xp.sum(per) if total else xp.mean(per)
 
 
 def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_L, ops,

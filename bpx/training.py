@@ -121,7 +121,6 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar):
         Xe, Ye, sw_e = X, Y, sw
     if sw_e is not None:
         sw_dev = be.asarray(sw_e, dtype=be.dtype(net.dtype))
-    total = 0.0
     step_costs = []
     done = 0
     for i in range(0, m, b):
@@ -135,15 +134,14 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar):
         a, z_L = backprop.forward(W, B, acts, x, ops, masks=masks)
         delta_L = backprop.output_error(net.loss, net.output, a[-1], z_L, y, ops, fused=cfg.fused)
         if sw_e is None:
-            c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, ops=ops) * mb
+            c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, ops=ops, total=True)
             scale = opt.prescale / mb
         else:
             w = sw_dev[i:j]
             c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w, ops=ops)
             delta_L = delta_L * xp.reshape(w, (-1, 1))
             scale = opt.prescale / float(np.sum(sw_e[i:j]))  # host sum: no device sync
-        total = total + c
-        step_costs.append(c)
+        step_costs.append(c)  # summed once at the end: no per-step accumulation kernels
         dW, db = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks)
         grads = [g for wb in zip(dW, db) for g in wb]
         if cfg.clip_norm is not None:
@@ -154,6 +152,7 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar):
         if bar is not None:
             bar.update(1)
     weight_sum = float(m) if sw is None else float(np.sum(sw))
+    total = xp.sum(xp.stack(step_costs)) if step_costs else 0.0
     return total, weight_sum, step_costs, done
 
 

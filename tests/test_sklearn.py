@@ -38,6 +38,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bpx import sklearn as bsk
+from bpx.backend import to_host
 from bpx.sklearn import BPXClassifier, BPXRegressor
 
 SMALL = {"hidden_layer_sizes": (8,), "max_iter": 50, "learning_rate_init": 0.01,
@@ -217,7 +218,7 @@ def test_early_stopping_keeps_the_best_weights(monkeypatch):
 
     def spy(self, net, epoch, logs):
         on_epoch_end(self, net, epoch, logs)
-        snapshots.append([w.T.copy() for w in net.weights])
+        snapshots.append([to_host(w).T.copy() for w in net.weights])
 
     monkeypatch.setattr(bsk._SklearnEpochEnd, "on_epoch_end", spy)
     est = BPXClassifier(hidden_layer_sizes=(16,), early_stopping=True, n_iter_no_change=3,
@@ -374,7 +375,7 @@ def test_fitted_attributes(task, out_activation, n_outputs, iris, regression):
     assert [b.shape for b in est.intercepts_] == [(6,), (3,), (n_outputs,)]
     for coef, w in zip(est.coefs_, est.network_.weights):
         assert isinstance(coef, np.ndarray)
-        np.testing.assert_array_equal(coef, np.asarray(w).T)
+        np.testing.assert_array_equal(coef, to_host(w).T)
     assert (est.n_layers_, est.n_outputs_, est.out_activation_) == (4, n_outputs,
                                                                     out_activation)
     assert est.n_features_in_ == n_in and est.loss_ == est.loss_curve_[-1]
