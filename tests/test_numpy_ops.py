@@ -1,0 +1,164 @@
+"""NumpyOps, the NumPy backend's fast paths, against the portable reference Ops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bpx import backend as B
+from bpx import losses
+
+DTYPES = ["float32", "float64"]
+TOL = {"float32": 1e-6, "float64": 1e-12}
+
+
+@pytest.fixture
+def ops():
+    xp = B.resolve("numpy").xp
+    return B.NumpyOps(xp), B.Ops(xp)
+
+
+def _draw(rng, shape, dtype, scale=1.0, positive=False):
+    x = rng.standard_normal(shape) * scale
+    return (np.abs(x) if positive else x).astype(dtype)
+
+
+def _close(got, want, dtype, atol=0.0):
+    assert got.dtype == np.dtype(dtype)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=atol)
+
+
+def test_numpy_backend_uses_numpy_ops():
+    assert isinstance(B.resolve("numpy").ops, B.NumpyOps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (37, 10), (256, 10), (5, 3), (64, 33), (8, 200),
+                                   (0, 10)])
+def test_softmax(ops, rng, dtype, shape):
+    fast, ref = ops
+    z = _draw(rng, shape, dtype, scale=5.0)
+    if shape[0] >= 2:
+        z[0, 0] = 1e4  # the max-shift must keep these finite
+        z[1, :] = -1e4
+    zc = z.copy()
+    got = fast.softmax(z)
+    np.testing.assert_array_equal(z, zc)  # the logits are left alone
+    _close(got, ref.softmax(z), dtype, atol=1e-30)
+    assert np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (37, 10), (256, 10), (5, 2), (64, 33), (8, 200),
+                                   (0, 10)])
+def test_fused_cross_entropy(ops, rng, dtype, shape):
+    fast, ref = ops
+    z = _draw(rng, shape, dtype, scale=5.0)
+    m, n = shape
+    if m >= 3:
+        z[0, 0] = 1e4
+        z[1, :] = -1e4
+        z[2, -1] = -1e4
+    y = np.eye(n, dtype=dtype)[rng.integers(0, n, m)]
+    if m >= 3:
+        y[2] = 0.0
+        y[2, -1] = 1.0  # the label on a −1e4 logit: a large, finite loss
+    if m >= 4:
+        y[3] = rng.random(n).astype(dtype)  # soft labels
+    zc, yc = z.copy(), y.copy()
+    name = "categorical_cross_entropy"
+    got = fast.fused_per_sample(name, z, y)
+    want = losses.get(name).per_sample_from_logits(z, y, ref.xp)
+    assert ref.fused_per_sample(name, z, y) is None
+    np.testing.assert_array_equal(z, zc)
+    np.testing.assert_array_equal(y, yc)
+    _close(got, want, dtype, atol=1e-30)
+    assert np.all(np.isfinite(got))
+
+
+def test_fused_cross_entropy_declines(ops, rng):
+    fast, _ = ops
+    z = _draw(rng, (4, 3), "float32")
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    assert fast.fused_per_sample("binary_cross_entropy", z, y) is None
+    assert fast.fused_per_sample("mse", z, y) is None
+    assert fast.fused_per_sample("categorical_cross_entropy", z, y.astype(np.float64)) is None
+    assert fast.fused_per_sample("categorical_cross_entropy", z, y[:, :2]) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu(ops, rng, dtype):
+    fast, ref = ops
+    z = _draw(rng, (64, 50), dtype)
+    z[0, :4] = [0.0, -0.0, 1e30, -1e30]
+    z[1, :2] = [np.inf, np.finfo(dtype).tiny]
+    want = ref.relu(z)
+    got = fast.relu(z.copy())
+    _close(got, want, dtype)
+    np.testing.assert_array_equal(got, want)  # exact (−0.0 == 0.0)
+    assert not np.any(got < 0)
+    # a NaN stays NaN, as with InplaceOps' np.maximum (documented)
+    assert np.isnan(fast.relu(np.array([[np.nan, 1.0]], dtype=dtype))[0, 0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward_and_linear(ops, rng, dtype):
+    fast, ref = ops
+    g, z = _draw(rng, (32, 20), dtype), _draw(rng, (32, 20), dtype)
+    a = ref.relu(z)
+    _close(fast.relu_backward(g.copy(), a), ref.relu_backward(g, a), dtype)
+    x, w, b = _draw(rng, (32, 15), dtype), _draw(rng, (20, 15), dtype), _draw(rng, (20,), dtype)
+    _close(fast.linear(x, w, b), ref.linear(x, w, b), dtype, atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sub_scaled_axpby(ops, rng, dtype):
+    fast, ref = ops
+    w, g = _draw(rng, (30, 7), dtype), _draw(rng, (30, 7), dtype)
+    for lr in (1.0, 0.3):
+        _close(fast.sub_scaled(w.copy(), g.copy(), lr), ref.sub_scaled(w, g, lr), dtype)
+    for a, b in ((0.9, 1.0), (0.9, 0.5)):
+        _close(fast.axpby(a, w.copy(), b, g), ref.axpby(a, w, b, g), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(50, 40), (13,)])
+@pytest.mark.parametrize("decay", [0.0, 1e-3])
+def test_adam_matches_portable(ops, rng, dtype, shape, decay):
+    """The folded bias corrections, lr √c2 / c1 and eps √c2, give Ops' update."""
+    fast, ref = ops
+    w = _draw(rng, shape, dtype)
+    m, v = _draw(rng, shape, dtype, 0.1), _draw(rng, shape, dtype, 0.01, positive=True)
+    beta1, beta2, eps, lr = 0.9, 0.999, 1e-8, 1e-3
+    for t in (1, 2, 10, 1000):
+        g = _draw(rng, shape, dtype)
+        c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
+        args = (lr, beta1, beta2, eps, c1, c2, decay)
+        want = ref.adam(w, g, m, v, *args)
+        got = fast.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args)
+        for x_got, x_want in zip(got, want):
+            _close(x_got, x_want, dtype)
+        w, m, v = want
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_edge_settings(ops, rng, dtype):
+    """β = 0, tiny second moments (eps dominates), zero gradients."""
+    fast, ref = ops
+    shape = (9, 4)
+    w = _draw(rng, shape, dtype)
+    for beta1, beta2 in ((0.0, 0.0), (0.5, 0.99), (0.99, 0.9999)):
+        m = _draw(rng, shape, dtype, 1e-3)
+        v = _draw(rng, shape, dtype, 1e-12, positive=True)
+        g = _draw(rng, shape, dtype, 1e-6)
+        g[0] = 0.0
+        c1, c2 = 1.0 - beta1**3, 1.0 - beta2**3
+        args = (1e-2, beta1, beta2, 1e-8, c1, c2, 0.0)
+        want = ref.adam(w, g, m, v, *args)
+        got = fast.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args)
+        # steps here are ~100x the weights: w − step cancels, so w's error scales with the
+        # terms (|w| + |step|), not with the result
+        terms = float(np.max(np.abs(w) + np.abs(w - want[0])))
+        for x_got, x_want, atol in zip(got, want, (TOL[dtype] * terms, 1e-30, 1e-30)):
+            _close(x_got, x_want, dtype, atol=atol)
