@@ -149,11 +149,20 @@ class Ops:
 
     def linear(self, a, w, b):
         """``a @ w.T + b``: one layer's ``z``, shape (m, n_l)."""
-        return a @ w.mT + b
+        return self.matmul(a, w.mT) + b
+
+    def matmul(self, a, b):
+        """``a @ b`` for 2-d ``a`` (m, k) and ``b`` (k, n)."""
+        return a @ b
 
     def relu_backward(self, g, a):
         """``g ⊙ 1[a > 0]``: ReLU's σ' applied through its saved output."""
         return self.xp.where(a > 0, g, self.xp.zeros_like(g))
+
+    def step_graphs(self):
+        """A context that replays captured training steps (:class:`CupyStepGraphs`), or None:
+        every step runs as written, which is the reference the replays are tested against."""
+        return None
 
 
 class InplaceOps(Ops):
@@ -206,7 +215,7 @@ class InplaceOps(Ops):
         return z
 
     def linear(self, a, w, b):
-        z = a @ w.T
+        z = self.matmul(a, w.T)
         z += b  # in place: saves an (m, n_l) temporary per layer
         return z
 
@@ -322,6 +331,9 @@ class CupyOps(InplaceOps):
         self._relu_backward = k("T g, T a", "T out", "out = a > 0 ? g : (T)0",
                                 "bpx_relu_backward")
         self._sub_scaled = k("T g, T lr", "T w", "w -= lr * g", "bpx_sub_scaled")
+        # one thread: a step's cost into the epoch's array, at a counter kept on the device
+        self._record_cost = k("T c", "raw T costs, raw int32 k",
+                              "costs[k[0]] = c; k[0] = k[0] + 1;", "bpx_record_cost")
 
     def sub_scaled(self, w, g, lr: float):
         t = w.dtype.type
@@ -336,6 +348,32 @@ class CupyOps(InplaceOps):
     def relu_backward(self, g, a):
         self._relu_backward(g, a, g)
         return g
+
+    # --- CUDA graphs: a whole training step as one launch ------------------------------------
+    #: why CUDA graphs are not in use after a capture failed (None while they work)
+    graph_error: str | None = None
+    #: steps replayed from a graph so far (the tests check that replays happened)
+    graph_replays: int = 0
+    _graph_stream = None
+
+    #: why the direct cuBLAS calls are not in use (None while they work or before first use)
+    gemm_error: str | None = None
+    _gemm = None
+
+    def step_graphs(self):
+        if self.graph_error is not None or os.environ.get("BPX_CUPY_GRAPHS", "1").strip() == "0":
+            return None
+        return CupyStepGraphs(self)
+
+    def matmul(self, a, b):
+        # On the graph stream, cuBLAS directly (CuPy's own calls cannot be captured); the
+        # handle is bound to that stream, so anywhere else it is CuPy's matmul.
+        gemm = self._gemm
+        if gemm is not None and self.raw.cuda.get_current_stream().ptr == gemm.stream.ptr:
+            c = gemm(a, b)
+            if c is not None:
+                return c
+        return a @ b
 
     # --- row kernels: one thread per sample, for the narrow output layer ------------------
     #: why the row kernels are not in use (None while they work); tests assert it stays None
@@ -383,6 +421,137 @@ class CupyOps(InplaceOps):
         out = self.raw.empty((m,), dtype=z.dtype)
         self._row_launch(fn, m, z, y, out, np.int64(m), np.int64(n))
         return out
+
+
+class CupyStepGraphs:
+    """Runs the full-size training steps of each epoch as replays of one CUDA graph.
+
+    A training step is about 30 kernel launches; issued one by one from Python each costs a
+    few microseconds of CPU, which on all but the largest layers is more than the GPU needs to
+    run the kernel, so the GPU waits on Python. Captured once per epoch (stream capture: the
+    kernels are recorded, not run), the step becomes one graph launch plus two copies of the
+    batch into the graph's fixed input buffers.
+
+    Used by :func:`bpx.training.train` as a context around the epochs (``with graphs:``); for
+    each epoch, :meth:`epoch` gives a runner whose ``run`` executes a step normally and whose
+    ``replay`` captures the step the first time and replays it afterwards. Each step's cost
+    is written by a one-thread kernel into a per-epoch array, so replays keep the per-step
+    costs that divergence reports need.
+
+    Why it is safe:
+
+    * Everything runs on one blocking stream of its own, ordered after earlier work on the
+      default stream, and the context synchronizes it on exit.
+    * The temporaries allocated while capturing come from a private memory pool that nothing
+      else allocates from, so the addresses baked into the graph stay reserved for it.
+    * The graph is captured afresh every epoch (the learning rate may change between epochs,
+      and callbacks may replace the parameters), and only for optimizers whose scalars are
+      fixed within an epoch (``Optimizer.capturable``).
+    * The captured step must update the parameters in place; otherwise, or if the capture
+      fails for any reason, the step runs normally, the reason is kept in
+      ``CupyOps.graph_error`` and later steps run without graphs.
+    """
+
+    def __init__(self, ops: CupyOps):
+        cp = ops.raw
+        self.ops, self.cp = ops, cp
+        if ops._graph_stream is None:
+            # blocking: ordered after work queued on the default stream. One per backend: the
+            # memory pool keeps freed blocks per stream, so a stream per fit would strand them
+            ops._graph_stream = cp.cuda.Stream()
+        self.stream = ops._graph_stream
+        if ops._gemm is None and ops.gemm_error is None:
+            try:
+                from bpx._cublas import Gemm
+
+                ops._gemm = Gemm(cp, self.stream)
+            except Exception as exc:  # no capturable products: captures fail, steps run as written
+                ops.gemm_error = f"{type(exc).__name__}: {exc}"
+        self.pool = cp.cuda.MemoryPool()
+
+    def __enter__(self):
+        self.stream.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.stream.synchronize()  # the graph and its pool must outlive the queued work
+        finally:
+            self.stream.__exit__(*exc)
+            self.pool.free_all_blocks()
+        return False
+
+    def epoch(self, n_steps: int, net) -> _EpochGraph:
+        """A runner for one epoch of ``n_steps`` steps that update ``net``'s parameters."""
+        return _EpochGraph(self, n_steps, net)
+
+
+class _EpochGraph:
+    """One epoch's captured step (see :class:`CupyStepGraphs`)."""
+
+    def __init__(self, owner: CupyStepGraphs, n_steps: int, net):
+        self.owner, self.n_steps, self.net = owner, n_steps, net
+        self.graph = None
+        self.x = self.y = None
+        self._costs = None
+        self._count = owner.cp.zeros((1,), dtype=owner.cp.int32)
+
+    def _store(self, c) -> None:
+        cp = self.owner.cp
+        if self._costs is None:
+            self._costs = cp.zeros((self.n_steps,), dtype=c.dtype)
+        self.owner.ops._record_cost(c, self._costs, self._count)
+
+    def costs(self, done: int):
+        """The per-step costs of the steps done, a 1-d array."""
+        if self._costs is None:
+            return self.owner.cp.zeros((0,), dtype=self.owner.cp.float32)
+        return self._costs[:done]
+
+    def run(self, step, x, y, i: int, j: int) -> None:
+        """Run ``step(x, y, i, j)`` (which returns the step's cost) as written."""
+        self._store(step(x, y, i, j))
+
+    def replay(self, step, x, y, i: int, j: int) -> None:
+        """Run the step from the epoch's graph, capturing it first if there is none yet."""
+        ops = self.owner.ops
+        if ops.graph_error is not None:  # a capture failed earlier: run as written
+            self.run(step, x, y, i, j)
+            return
+        if self.graph is None:
+            net = self.net
+            before = (list(net.weights), list(net.biases))
+            try:
+                self._capture(step, x, y, i, j)
+            except Exception as exc:
+                # Nothing ran while capturing, so the parameters hold their old values; put
+                # back the old arrays in case the step replaced them, and run it as written.
+                net.weights, net.biases = before
+                self.graph = None
+                self.run(step, x, y, i, j)  # if this fails too, the fault was not the capture's
+                ops.graph_error = f"{type(exc).__name__}: {exc}"
+                return
+        else:
+            self.x[...] = x
+            self.y[...] = y
+        self.graph.launch(self.owner.stream)
+        ops.graph_replays += 1
+
+    def _capture(self, step, x, y, i: int, j: int) -> None:
+        owner, net = self.owner, self.net
+        cp, stream = owner.cp, owner.stream
+        self.x, self.y = cp.array(x, copy=True), cp.array(y, copy=True)  # fixed inputs
+        ids = [id(p) for p in (*net.weights, *net.biases)]
+        with cp.cuda.using_allocator(owner.pool.malloc):
+            stream.begin_capture()
+            try:
+                self._store(step(self.x, self.y, i, j))
+            finally:
+                graph = stream.end_capture()
+        if [id(p) for p in (*net.weights, *net.biases)] != ids:
+            msg = "the captured step replaced the parameter arrays instead of updating them"
+            raise RuntimeError(msg)
+        self.graph = graph
 
 
 def _rows_ok(x) -> bool:

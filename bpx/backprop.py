@@ -114,10 +114,10 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
     delta = delta_L * scale
     for l in range(L - 1, -1, -1):
         a_prev = a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
-        dW[l] = delta.mT @ a_prev  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
+        dW[l] = ops.matmul(delta.mT, a_prev)  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
         db[l] = xp.sum(delta, axis=0)  # (3) db^[l] = (1/m) Σ_columns dZ^[l]  (note 2: once)
         if l > 0:
-            g = delta @ W[l]  # (2) w^[l+1]ᵀ dZ^[l+1] ...
+            g = ops.matmul(delta, W[l])  # (2) w^[l+1]ᵀ dZ^[l+1] ...
             if masks is not None:
                 g = g * masks[l - 1]  # through the dropout mask
             delta = activations[l - 1].backward(g, a[l], ops)  # (2) ... ⊙ σ'(Z^[l])

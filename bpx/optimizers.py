@@ -36,6 +36,9 @@ class Optimizer:
     """Base class: ``step(params, grads, ops) -> params``; ``params`` is a flat list."""
 
     prescale = 1.0
+    #: whether ``step`` may be captured once and replayed (CUDA graphs): true when, within
+    #: an epoch, it launches the same work with the same scalars every step
+    capturable = False
 
     def __init__(self, lr: float, weight_decay: float = 0.0):
         self.lr = _check_rate("lr", lr)
@@ -67,6 +70,8 @@ class SGD(Optimizer):
     this equals PyTorch's ``v ← μ v + g; W ← W − α v``; under a learning-rate schedule the
     two differ (here a rate change affects only new gradients, not the stored velocity).
     """
+
+    capturable = True  # lr, momentum and decay are fixed within an epoch; v updates in place
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
@@ -106,6 +111,9 @@ class Adam(Optimizer):
     With ``decoupled=False``, ``weight_decay`` is L2 regularization added to the gradient
     (as in scikit-learn's ``alpha``); with ``decoupled=True`` it shrinks ``W`` directly.
     """
+
+    # not capturable: the bias corrections 1 − β^t change every step, and a replayed graph
+    # would repeat the captured step's values
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False):

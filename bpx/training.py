@@ -61,8 +61,15 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
     for cb in cfg.callbacks:
         cb.on_train_begin(net)
     interrupted = False
+    # a backend may replay each epoch's full-size steps as one captured graph (CuPy: CUDA
+    # graphs); only when every step's work is fixed for the epoch: no host-drawn dropout
+    # masks, no per-batch host weight sums, an optimizer whose scalars stay put (not Adam's)
+    capturable = (getattr(opt, "capturable", False) and not cfg.dropout
+                  and cfg.sample_weight is None)
+    graphs = be.ops.step_graphs() if capturable else None
     try:
-        with _deferred_interrupt() as interrupt, be.floating_point_errors_ignored():
+        with (_deferred_interrupt() as interrupt, be.floating_point_errors_ignored(),
+              graphs if graphs is not None else contextlib.nullcontext()):
             for epoch in range(cfg.epochs):
                 if cfg.lr_schedule is not None:
                     opt.lr = float(cfg.lr_schedule(epoch, base_lr, logs))
@@ -71,7 +78,7 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                 start_params = net.get_params() if cfg.on_divergence != "ignore" else None
                 t0 = time.perf_counter()
                 with _progress_bar(cfg.verbose, math.ceil(m / b), epoch, cfg.epochs) as bar:
-                    steps = _run_epoch(net, X, Y, cfg, m, b, interrupt, bar)
+                    steps = _run_epoch(net, X, Y, cfg, m, b, interrupt, bar, graphs)
                 total, weight_sum, step_costs, done = steps
                 if done < math.ceil(m / b):  # interrupted inside the epoch
                     interrupted = True
@@ -104,13 +111,17 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                                 "completed step")
 
 
-def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar):
-    """One pass over the data. Returns (device cost sum, weight sum, per-step costs, steps)."""
+def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs=None):
+    """One pass over the data.
+
+    Returns (device cost sum, weight sum, per-step costs as a 1-d device array, steps done).
+    With ``graphs`` (a backend's step replayer, see ``Ops.step_graphs``) the first step runs
+    as usual, the second full-size one is captured, and the rest replay the capture.
+    """
     be, xp, ops = net._backend, net.xp, net._backend.ops
     opt = cfg.optimizer
     acts = [*net.activations, net.output]
     decay_mask = [True, False] * len(net.weights)  # weight decay on W, not on b
-    params = [p for wb in zip(net.weights, net.biases) for p in wb]
     sw = cfg.sample_weight
     if cfg.shuffle:
         perm_host = net._rng.permutation(m)
@@ -119,21 +130,17 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar):
         sw_e = sw[perm_host] if sw is not None else None
     else:
         Xe, Ye, sw_e = X, Y, sw
-    if sw_e is not None:
-        sw_dev = be.asarray(sw_e, dtype=be.dtype(net.dtype))
-    step_costs = []
-    done = 0
-    for i in range(0, m, b):
-        if interrupt.requested:
-            break
-        j = min(i + b, m)
-        x, y = Xe[i:j, ...], Ye[i:j, ...]
+    sw_dev = be.asarray(sw_e, dtype=be.dtype(net.dtype)) if sw_e is not None else None
+
+    def step(x, y, i: int, j: int):
+        """Equations (1)-(4) on rows i:j of the epoch (x, y); returns the step's cost."""
         mb = j - i
+        params = [p for wb in zip(net.weights, net.biases) for p in wb]
         W, B = params[0::2], params[1::2]
         masks = _dropout_masks(net, cfg.dropout, mb) if cfg.dropout else None
         a, z_L = backprop.forward(W, B, acts, x, ops, masks=masks)
         delta_L = backprop.output_error(net.loss, net.output, a[-1], z_L, y, ops, fused=cfg.fused)
-        if sw_e is None:
+        if sw_dev is None:
             c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, ops=ops, total=True)
             scale = opt.prescale / mb
         else:
@@ -141,19 +148,38 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar):
             c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w, ops=ops)
             delta_L = delta_L * xp.reshape(w, (-1, 1))
             scale = opt.prescale / float(np.sum(sw_e[i:j]))  # host sum: no device sync
-        step_costs.append(c)  # summed once at the end: no per-step accumulation kernels
         dW, db = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks)
         grads = [g for wb in zip(dW, db) for g in wb]
         if cfg.clip_norm is not None:
             grads = _clip_global_norm(grads, cfg.clip_norm * opt.prescale, xp)
         params = opt.step(params, grads, ops, decay_mask)
         net.weights, net.biases = params[0::2], params[1::2]
+        return c
+
+    n_steps = math.ceil(m / b)
+    runner = graphs.epoch(n_steps, net) if graphs is not None else None
+    step_costs = []
+    done = 0
+    for k, i in enumerate(range(0, m, b)):
+        if interrupt.requested:
+            break
+        j = min(i + b, m)
+        x, y = Xe[i:j, ...], Ye[i:j, ...]
+        if runner is None:
+            step_costs.append(step(x, y, i, j))  # summed once at the end, not per step
+        elif k == 0 or j - i < b:
+            runner.run(step, x, y, i, j)  # the warm-up step, and a short last batch
+        else:
+            runner.replay(step, x, y, i, j)
         done += 1
         if bar is not None:
             bar.update(1)
     weight_sum = float(m) if sw is None else float(np.sum(sw))
-    total = xp.sum(xp.stack(step_costs)) if step_costs else 0.0
-    return total, weight_sum, step_costs, done
+    if runner is not None:
+        costs = runner.costs(done)
+    else:
+        costs = xp.stack(step_costs) if step_costs else xp.zeros((0,), dtype=be.dtype(net.dtype))
+    return xp.sum(costs), weight_sum, costs, done
 
 
 @contextlib.contextmanager
@@ -199,7 +225,7 @@ def _clip_global_norm(grads, max_norm: float, xp):
 
 
 def _diverged(net, start_params, step_costs, epoch: int, opt, mode: str) -> None:
-    costs = [float(net._backend.to_host(c)) for c in step_costs]
+    costs = [float(c) for c in net._backend.to_host(step_costs)]
     step = next((k for k, c in enumerate(costs) if not math.isfinite(c)), len(costs) - 1)
     net.set_params(*start_params)
     msg = (f"training diverged: the loss became non-finite at epoch {epoch + 1}, step "
