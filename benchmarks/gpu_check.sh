@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One prepared check for a CUDA machine without internet: install the wheels in .whl/,
-# run the test suite on cupy + numpy, then the throughput benchmark (A–E; bpx on cupy and
-# numpy, the PyTorch peer on CUDA and CPU, the GEMM bounds), and print a summary last.
+# check that CUDA graphs work here (benchmarks/graph_probe.py), run the test suite on
+# cupy + numpy, then the throughput benchmark (A–E; bpx on cupy and numpy, the PyTorch peer
+# on CUDA and CPU, the GEMM bounds), bpx[cupy] once more without graphs on D, C and B64, and
+# print a summary last.
 #
 #   usage: benchmarks/gpu_check.sh OUTDIR        (run from anywhere; it cd's to the repo root)
 #
@@ -17,8 +19,8 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.." || exit 2
 T0=$(date +%s)
-TEST_TIMEOUT="${TEST_TIMEOUT:-180}"
-BENCH_TIMEOUT="${BENCH_TIMEOUT:-250}"
+TEST_TIMEOUT="${TEST_TIMEOUT:-150}"
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-230}"
 log() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/gpu_check.log"; }
 
 log "repo $(pwd); output $OUT"
@@ -61,6 +63,16 @@ except Exception as exc:
 EOF
 log "$(grep -E '^(cupy|torch|bpx backend cupy)' "$OUT/env.txt" | tr '\n' ';')"
 
+# --- CUDA graphs: usable here? (own process; if not, the benchmark runs without them) -------
+timeout 60 python3 benchmarks/graph_probe.py > "$OUT/graph_probe.log" 2>&1
+PROBE_RC=$?
+log "graph probe exit $PROBE_RC: $(tail -n 2 "$OUT/graph_probe.log" | tr '\n' ' ')"
+BENCH_GRAPHS=1
+if [ "$PROBE_RC" != 0 ]; then
+    BENCH_GRAPHS=0
+    log "the benchmark will run WITHOUT CUDA graphs (BPX_CUPY_GRAPHS=0); the tests with them"
+fi
+
 # --- tests on cupy + numpy (a failure does not stop the script) ---------------------------
 log "pytest (BPX_TEST_BACKENDS=cupy,numpy, cut at ${TEST_TIMEOUT}s)"
 BPX_TEST_BACKENDS=cupy,numpy timeout "$TEST_TIMEOUT" \
@@ -71,13 +83,20 @@ log "pytest exit code $TEST_RC$( [ "$TEST_RC" = 124 ] && echo ' (timed out)')"
 
 # --- benchmark -----------------------------------------------------------------------------
 log "benchmark (cut at ${BENCH_TIMEOUT}s)"
-timeout "$BENCH_TIMEOUT" python3 benchmarks/bench.py \
+BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "$BENCH_TIMEOUT" python3 benchmarks/bench.py \
     --workloads A,B64,B1024,C,D,E --backends cupy,numpy --no-sklearn \
-    --gpu-samples 61440 --repeats 7 --budget 25 --cpu-memory-workloads A \
+    --gpu-samples 61440 --repeats 7 --budget 20 --cpu-memory-workloads A \
     --label gpu --out "$OUT/bench" ${BENCH_EXTRA:-} > "$OUT/bench.log" 2>&1
 BENCH_RC=$?
 echo "$BENCH_RC" > "$OUT/bench.rc"
 log "benchmark exit code $BENCH_RC$( [ "$BENCH_RC" = 124 ] && echo ' (timed out)')"
+# --- the same bpx[cupy] rows without CUDA graphs: what the captured steps are worth -----------
+log "benchmark without CUDA graphs (BPX_CUPY_GRAPHS=0; D, C, B64; cut at ${ABLATION_TIMEOUT:-45}s)"
+BPX_CUPY_GRAPHS=0 timeout "${ABLATION_TIMEOUT:-45}" python3 benchmarks/bench.py \
+    --workloads D,C,B64 --backends cupy --no-torch --no-sklearn --no-memory \
+    --gpu-samples 61440 --repeats 5 --budget 9 --label gpu-nographs --out "$OUT/bench-nographs" \
+    > "$OUT/bench-nographs.log" 2>&1
+log "benchmark without graphs: exit $?"
 nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
     --format=csv >> "$OUT/nvidia-smi.txt" 2>&1
 
@@ -86,6 +105,7 @@ echo
 echo "===== summary ($(( $(date +%s) - T0 )) s) ====="
 echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 echo "tests (cupy,numpy): exit $TEST_RC — $(grep -E '(passed|failed|error|skipped|no tests ran)' "$OUT/tests-cupy.log" | tail -n 1)"
+echo "graph probe: exit $PROBE_RC ($(grep -E '^graph' "$OUT/graph_probe.log" | tr '\n' ' '))"
 echo "benchmark: exit $BENCH_RC"
 if [ -f "$OUT/bench/results.json" ]; then
     python3 - "$OUT/bench/results.json" <<'EOF'
@@ -118,3 +138,6 @@ else
     echo "no results.json; last lines of bench.log:"
     tail -n 15 "$OUT/bench.log"
 fi
+echo "without CUDA graphs (BPX_CUPY_GRAPHS=0):"
+grep -E '^\| (D|C|B64) \| (bpx|gemm)' "$OUT/bench-nographs/results.md" 2>/dev/null \
+    || tail -n 5 "$OUT/bench-nographs.log"
