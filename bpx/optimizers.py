@@ -71,7 +71,11 @@ class SGD(Optimizer):
     two differ (here a rate change affects only new gradients, not the stored velocity).
     """
 
-    capturable = True  # lr, momentum and decay are fixed within an epoch; v updates in place
+    @property
+    def capturable(self) -> bool:
+        # lr, momentum and decay are fixed within an epoch and v updates in place; a subclass
+        # whose step does more (Python state changed per step) must say so itself
+        return type(self).step is SGD.step
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):

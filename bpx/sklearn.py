@@ -72,6 +72,10 @@ class _SklearnTerms:
     each ``fit`` / ``partial_fit``. ``step`` is called once per mini-batch, in order.
     """
 
+    # the weight decay depends on each batch's size and the ||W||² sum grows every step: a
+    # replayed CUDA graph would repeat one step's values, so these steps run as written
+    capturable = False
+
     def _init_terms(self, grad_scale: float) -> None:
         self.grad_scale = float(grad_scale)
         self.alpha = 0.0

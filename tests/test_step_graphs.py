@@ -104,6 +104,34 @@ def test_steps_that_change_within_an_epoch_are_never_captured(graphs, options):
     assert graphs.log == []
 
 
+def test_an_sgd_subclass_with_its_own_step_is_not_captured(graphs):
+    """A step that changes Python state per step cannot be replayed: only SGD's own step is
+    capturable unless a subclass says otherwise."""
+    class Counting(bpx.optimizers.SGD):
+        def step(self, params, grads, ops, decay_mask):
+            self.steps = getattr(self, "steps", 0) + 1
+            return super().step(params, grads, ops, decay_mask)
+
+    assert bpx.optimizers.SGD(lr=0.1).capturable
+    opt = Counting(lr=0.1)
+    assert not opt.capturable
+    make_net("numpy").fit(X, Y, epochs=1, batch_size=64, optimizer=opt)
+    assert graphs.log == [] and opt.steps == 4
+
+
+def test_the_sklearn_wrappers_steps_are_not_captured(graphs):
+    """Their per-batch weight decay and ||W||² sums are Python state (found on an H200:
+    replayed, they drifted from scikit-learn's trajectory by up to 5%)."""
+    sk = pytest.importorskip("bpx.sklearn", reason="scikit-learn is not installed")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.BPXClassifier(hidden_layer_sizes=(7,), solver="sgd", batch_size=32, max_iter=2,
+                         alpha=0.01, dtype="float64").fit(X, Y)
+    assert graphs.log == []
+
+
 def test_divergence_reports_the_step_through_the_runner(graphs):
     net = make_net("numpy", "float32")
     with pytest.raises(bpx.DivergenceError, match=r"non-finite at epoch \d+, step \d+ of 4"):
