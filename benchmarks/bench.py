@@ -794,6 +794,160 @@ def _instantiate(spec):
     return GemmImpl(name, device)
 
 
+# --------------------------------------------------------------------------------------
+# isolation: each implementation in a process of its own
+# --------------------------------------------------------------------------------------
+def _spec_needs_torch(spec) -> bool:
+    kind, name = spec[0], spec[1]
+    return kind == "pytorch" or name == "torch"
+
+
+def _worker_main(fd: int) -> int:
+    """A worker's loop (``bench.py --_worker FD``): receive its implementation's spec and the
+    run's options over the connection on ``fd``, build it, then answer the parent's calls.
+
+    The worker imports only what its implementation needs, so that no other library's
+    thread pools, allocator or imports share its process.
+    """
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    spec, args = conn.recv()
+    torch_needed = _spec_needs_torch(spec)
+    if torch_needed:  # TF32 as in the parent (CUPY_TF32 comes through the environment)
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = bool(args.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = bool(args.allow_tf32)
+        torch.set_float32_matmul_precision("high" if args.allow_tf32 else "highest")
+    set_threads(args.threads, torch_needed)
+    impl = None
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:  # the parent is gone
+            return 1
+        op = msg[0]
+        try:
+            if op == "exit":
+                if impl is not None:
+                    impl.close()
+                conn.send((True, None))
+                return 0
+            if op == "new":
+                if impl is not None:
+                    impl.close()
+                impl = None
+                gc.collect()
+                impl = _instantiate(spec)
+                out = {"name": impl.name, "kind": impl.kind, "library": impl.library,
+                       "device": impl.device}
+            elif op == "prepare":
+                _, wl_name, m, seed = msg
+                impl.prepare(WORKLOADS[wl_name], Data(*make_data(m, seed)), seed)
+                out = None
+            elif op == "epoch":
+                gc.collect()  # as the parent does before each epoch in-process
+                c0 = time.process_time()
+                t, fit = impl.epoch()
+                out = (t, fit, time.process_time() - c0)
+            elif op == "gpu_peak":
+                out = impl.gpu_peak_bytes()
+            elif op == "close":
+                impl.close()
+                impl = None
+                gc.collect()
+                out = None
+            else:
+                raise ValueError(f"unknown call {op!r}")
+            conn.send((True, out))
+        except Exception as exc:
+            conn.send((False, f"{type(exc).__name__}: {exc}"))
+
+
+class Workers:
+    """One worker process per implementation (``bench.py --_worker``), kept for the run.
+
+    A fresh interpreter runs this file by path, so it works however the parent loaded it
+    (``python benchmarks/bench.py``, ``bpx bench``, an import).
+    """
+
+    def __init__(self, args):
+        self.args = args
+        self.procs = {}
+
+    def impl(self, spec) -> "WorkerImpl":
+        if spec not in self.procs:
+            import multiprocessing
+
+            parent, child = multiprocessing.Pipe()
+            fd = child.fileno()
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
+                                     "--_worker", str(fd)], pass_fds=(fd,))
+            child.close()
+            parent.send((spec, self.args))
+            self.procs[spec] = (proc, parent)
+        proc, conn = self.procs[spec]
+        return WorkerImpl(conn, proc)
+
+    def shutdown(self) -> None:
+        for proc, conn in self.procs.values():
+            with contextlib.suppress(Exception):
+                conn.send(("exit",))
+                if conn.poll(30):
+                    conn.recv()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+class WorkerImpl(Impl):
+    """The parent's handle on an implementation that runs in a worker (see :class:`Workers`).
+
+    ``epoch`` also returns the worker's CPU seconds, which :class:`CpuMeter` must not count as
+    another process's noise.
+    """
+
+    def __init__(self, conn, proc):
+        self._conn, self._proc = conn, proc
+        info = self._call("new")
+        self.name, self.kind = info["name"], info["kind"]
+        self.library, self.device = info["library"], info["device"]
+        self.worker_cpu = 0.0
+
+    def _call(self, *msg):
+        try:
+            self._conn.send(msg)
+            while not self._conn.poll(5):
+                if self._proc.poll() is not None:
+                    raise EOFError
+            ok, value = self._conn.recv()
+        except (EOFError, OSError):
+            code = self._proc.wait()
+            msg = f"the worker process died (exit code {code})"
+            raise RuntimeError(msg) from None
+        if not ok:
+            raise RuntimeError(value)
+        return value
+
+    def prepare(self, wl, data, seed):
+        self._call("prepare", wl.name, data.m, seed)
+
+    def epoch(self):
+        t, fit, cpu = self._call("epoch")
+        self.worker_cpu = cpu
+        return t, fit
+
+    def gpu_peak_bytes(self):
+        return self._call("gpu_peak")
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self._call("close")
+
+
 class CpuMeter:
     """CPU time the rest of the machine used while we timed an epoch (Linux /proc).
 
@@ -818,10 +972,12 @@ class CpuMeter:
         return busy, busy + idle, int(own[11]) + int(own[12])  # utime + stime
 
     @staticmethod
-    def foreign_share(a, b) -> float | None:
+    def foreign_share(a, b, own_extra: float = 0.0) -> float | None:
+        """``own_extra``: CPU seconds our own workers used in the interval."""
         if a is None or b is None or b[1] - a[1] <= 0:
             return None
-        other = (b[0] - a[0]) - (b[2] - a[2])
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        other = (b[0] - a[0]) - (b[2] - a[2]) - own_extra * ticks
         if other < 3:  # below the clock's resolution: call it quiet
             return 0.0
         return max(0.0, other / (b[1] - a[1]))
@@ -834,7 +990,7 @@ def _loadavg() -> float | None:
         return None
 
 
-def run_workload(wl: Workload, specs, args, log) -> list[dict]:
+def run_workload(wl: Workload, specs, args, log, workers=None) -> list[dict]:
     load0 = _loadavg()
     before = CpuMeter.read()
     time.sleep(0.5)
@@ -848,7 +1004,12 @@ def run_workload(wl: Workload, specs, args, log) -> list[dict]:
     rows = []
     impls = []
     for spec in specs:
-        impl = _instantiate(spec)
+        try:
+            impl = workers.impl(spec) if workers is not None else _instantiate(spec)
+        except Exception as exc:
+            log(f"  {wl.name:5s} {spec[0]}[{spec[1] or ''}] failed to start: "
+                f"{type(exc).__name__}: {exc}")
+            continue
         m = gpu_m if impl.on_gpu else cpu_m
         if m not in data:
             data[m] = Data(*make_data(m, args.seed))
@@ -884,7 +1045,7 @@ def run_workload(wl: Workload, specs, args, log) -> list[dict]:
                 failed[id(impl)] = f"{type(exc).__name__}: {exc}"
                 log(f"  {wl.name:5s} {impl.name:18s} failed in repeat {r + 1}: {failed[id(impl)]}")
                 t, fit = math.nan, None
-            share = meter.foreign_share(before, meter.read())
+            share = meter.foreign_share(before, meter.read(), getattr(impl, "worker_cpu", 0.0))
             times[id(impl)].append(t)
             fits[id(impl)].append(fit)
             foreign[id(impl)].append(share)
@@ -1198,10 +1359,14 @@ def parse_args(argv):
     p.add_argument("--budget", type=float, default=None,
                    help="seconds per workload for the timed repeats: stop early (after at "
                         "least 3) when the next repeat would overrun")
-    p.add_argument("--gap", type=float, default=0.0,
+    p.add_argument("--gap", type=float, default=None,
                    help="idle seconds before each timed epoch, so that the previous "
-                        "library's worker threads (OpenBLAS, OpenMP) stop spinning "
-                        "(default %(default)s)")
+                        "implementation's BLAS threads stop spinning (OpenBLAS spins about "
+                        "0.1 s after its last product; default 0.15, 0 with --in-process)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run every implementation in this process (default: each in a "
+                        "worker process of its own, started once per run: in one process, "
+                        "bpx[numpy] ran up to 1.7x slower beside the other libraries)")
     p.add_argument("--noise-threshold", type=float, default=0.10,
                    help="a repeat is noisy when other processes used more than this share of "
                         "all CPUs during one of its epochs (default %(default)s)")
@@ -1225,7 +1390,10 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default benchmarks/results/<label or hostname>/)")
     p.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_worker", dest="worker_fd", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.gap is None:
+        args.gap = 0.0 if args.in_process else 0.15
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
     if args.extra_repeats is None:
@@ -1265,6 +1433,8 @@ def main(argv=None) -> int:
     if args.memory_probe:
         print(json.dumps(memory_probe(json.loads(args.memory_probe))), flush=True)
         return 0
+    if args.worker_fd is not None:
+        return _worker_main(args.worker_fd)
     t_run = time.perf_counter()
 
     def log(msg):
@@ -1284,9 +1454,14 @@ def main(argv=None) -> int:
     names = ", ".join(f"{s[0]}[{s[1] or ''}]@{s[3]}" for s in specs)
     log(f"implementations: {names}; threads {args.threads}")
     rows = []
-    for name in args.workloads.split(","):
-        if name:
-            rows += run_workload(WORKLOADS[name], specs, args, log)
+    workers = None if args.in_process else Workers(args)
+    try:
+        for name in args.workloads.split(","):
+            if name:
+                rows += run_workload(WORKLOADS[name], specs, args, log, workers)
+    finally:
+        if workers is not None:
+            workers.shutdown()
     add_ratios(rows)
     targets = check_targets(rows)
     info = machine_info(args.threads, libs | ({"cupy"} if "cupy" in sys.modules else set()))
@@ -1298,7 +1473,10 @@ def main(argv=None) -> int:
                             for w in args.workloads.split(",") if w},
               "repeats": args.repeats, "quick": args.quick, "seed": args.seed,
               "lr": LR, "cpu_samples": args.samples, "gpu_samples": args.gpu_samples,
-              "budget": args.budget, "data": "X ~ N(0,1) float32 (m, 784); y = argmax(X @ T)"
+              "budget": args.budget, "gap": args.gap,
+              "isolation": ("one process" if args.in_process
+                            else "a worker process per implementation"),
+              "data": "X ~ N(0,1) float32 (m, 784); y = argmax(X @ T)"
                                              " for a random teacher T (784, 10)"}
     result = {"machine": info, "config": config, "notes": notes, "results": rows,
               "targets": targets, "wall_seconds": wall}
@@ -1306,7 +1484,10 @@ def main(argv=None) -> int:
     table = markdown_table(rows)
     md = [f"# bpx benchmark — {info['hostname']}", "", machine_summary(info), "",
           f"Wall time {wall:.0f} s. Samples/s: median over {args.repeats} epochs after a "
-          "warm-up epoch (implementations interleaved). ×PyTorch: bpx samples/s ÷ PyTorch's on "
+          "warm-up epoch (implementations interleaved"
+          f"{' in one process' if args.in_process else ', each in its own worker process'}"
+          f"{f', {args.gap:g} s idle before each epoch' if args.gap else ''}). "
+          "×PyTorch: bpx samples/s ÷ PyTorch's on "
           "the same device (>1 is faster). ×GEMM bound: epoch time ÷ the time of the epoch's "
           "matrix products alone in the same library (≥1; 1 is the bound). Ratios are medians "
           "of per-repeat ratios.", "", table, "", repeats_summary(rows, args.noise_threshold), ""]

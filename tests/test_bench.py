@@ -1,0 +1,69 @@
+"""benchmarks/bench.py end to end on a tiny run: worker processes, the in-process mode, and a
+worker that dies. (The timings themselves are never asserted: speed lives in benchmarks.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("_bench_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up here
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+TINY = ["--workloads", "C", "--backends", "numpy", "--no-torch", "--no-sklearn", "--no-memory",
+        "--no-plot", "--repeats", "2", "--extra-repeats", "0", "--samples", "256"]
+
+
+@pytest.mark.parametrize("mode", [[], ["--in-process"]], ids=["workers", "in-process"])
+def test_a_tiny_run_measures_bpx_and_the_gemm_bound(bench, tmp_path, mode):
+    assert bench.main([*TINY, *mode, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    rows = {r["impl"]: r for r in result["results"]}
+    assert set(rows) == {"bpx[numpy]", "gemm[numpy]"}
+    for r in rows.values():
+        assert "error" not in r, r.get("error")
+        assert len(r["epoch_seconds"]) == 2 and all(t > 0 for t in r["epoch_seconds"])
+    assert rows["bpx[numpy]"]["x_gemm"]["median"] > 0
+    expected = "one process" if mode else "a worker process per implementation"
+    assert result["config"]["isolation"] == expected
+    assert result["config"]["gap"] == (0.0 if mode else 0.15)
+
+
+def test_a_worker_that_dies_is_reported(bench):
+    args = bench.parse_args(TINY)
+    workers = bench.Workers(args)
+    try:
+        impl = workers.impl(("gemm", "numpy", None, "cpu"))
+        assert impl.name == "gemm[numpy]" and impl.device == "cpu"
+        impl._proc.kill()
+        with pytest.raises(RuntimeError, match="the worker process died"):
+            impl.epoch()
+    finally:
+        workers.shutdown()
+
+
+def test_a_failing_call_comes_back_as_an_error_not_a_hang(bench):
+    args = bench.parse_args(TINY)
+    workers = bench.Workers(args)
+    try:
+        impl = workers.impl(("gemm", "numpy", None, "cpu"))
+        with pytest.raises(RuntimeError, match="KeyError"):
+            impl._call("prepare", "no-such-workload", 64, 0)
+        impl.prepare(bench.WORKLOADS["C"], bench.Data(*bench.make_data(64, 0)), 0)
+        t, _ = impl.epoch()  # the worker is still usable
+        assert t > 0
+    finally:
+        workers.shutdown()
