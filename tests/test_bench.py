@@ -24,7 +24,7 @@ def bench():
 
 
 TINY = ["--workloads", "C", "--backends", "numpy", "--no-torch", "--no-sklearn", "--no-memory",
-        "--no-plot", "--repeats", "2", "--extra-repeats", "0", "--samples", "256"]
+        "--no-plot", "--repeats", "2", "--extra-repeats", "0", "--samples", "256", "--warmup", "0"]
 
 
 @pytest.mark.parametrize("mode", [[], ["--in-process"]], ids=["workers", "in-process"])
