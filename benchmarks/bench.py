@@ -1388,8 +1388,9 @@ def parse_args(argv):
                         "0.38 s to about 0.18 s over the first 2 s")
     p.add_argument("--in-process", action="store_true",
                    help="run every implementation in this process (default: each in a "
-                        "worker process of its own, started once per run: in one process, "
-                        "bpx[numpy] ran up to 1.7x slower beside the other libraries)")
+                        "worker process of its own, started once per run; in one process, "
+                        "bpx[numpy]'s epochs on A ran ~1.3x slower relative to the GEMM "
+                        "bound, see benchmarks/README.md)")
     p.add_argument("--noise-threshold", type=float, default=0.10,
                    help="a repeat is noisy when other processes used more than this share of "
                         "all CPUs during one of its epochs (default %(default)s)")

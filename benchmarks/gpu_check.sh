@@ -82,10 +82,12 @@ echo "$TEST_RC" > "$OUT/tests-cupy.rc"
 log "pytest exit code $TEST_RC$( [ "$TEST_RC" = 124 ] && echo ' (timed out)')"
 
 # --- benchmark -----------------------------------------------------------------------------
+# --in-process --warmup 0: the worker-process mode has not run on a GPU machine yet; run 3
+# (H200) measured this way, with one warm-up epoch
 log "benchmark (cut at ${BENCH_TIMEOUT}s)"
 BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "$BENCH_TIMEOUT" python3 benchmarks/bench.py \
     --workloads A,B64,B1024,C,D,E --backends cupy,numpy --no-sklearn \
-    --gpu-samples 61440 --repeats 7 --budget 20 --cpu-memory-workloads A \
+    --gpu-samples 61440 --repeats 7 --budget 20 --cpu-memory-workloads A --in-process --warmup 0 \
     --label gpu --out "$OUT/bench" ${BENCH_EXTRA:-} > "$OUT/bench.log" 2>&1
 BENCH_RC=$?
 echo "$BENCH_RC" > "$OUT/bench.rc"
@@ -94,7 +96,8 @@ log "benchmark exit code $BENCH_RC$( [ "$BENCH_RC" = 124 ] && echo ' (timed out)
 log "benchmark without CUDA graphs (BPX_CUPY_GRAPHS=0; D, C, B64; cut at ${ABLATION_TIMEOUT:-45}s)"
 BPX_CUPY_GRAPHS=0 timeout "${ABLATION_TIMEOUT:-45}" python3 benchmarks/bench.py \
     --workloads D,C,B64 --backends cupy --no-torch --no-sklearn --no-memory \
-    --gpu-samples 61440 --repeats 5 --budget 9 --label gpu-nographs --out "$OUT/bench-nographs" \
+    --gpu-samples 61440 --repeats 5 --budget 9 --in-process --warmup 0 --label gpu-nographs \
+    --out "$OUT/bench-nographs" \
     > "$OUT/bench-nographs.log" 2>&1
 log "benchmark without graphs: exit $?"
 nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
