@@ -856,7 +856,7 @@ def _worker_main(fd: int) -> int:
             elif op == "close":
                 impl.close()
                 impl = None
-                gc.collect()
+                _free_gpu()  # this worker's CuPy / torch caches, as the parent frees its own
                 out = None
             else:
                 raise ValueError(f"unknown call {op!r}")
@@ -877,6 +877,8 @@ class Workers:
         self.procs = {}
 
     def impl(self, spec) -> "WorkerImpl":
+        if spec in self.procs and self.procs[spec][0].poll() is not None:  # died: start anew
+            self.procs.pop(spec)[1].close()
         if spec not in self.procs:
             import multiprocessing
 
@@ -900,6 +902,8 @@ class Workers:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+            conn.close()
         self.procs.clear()
 
 
@@ -917,17 +921,29 @@ class WorkerImpl(Impl):
         self.library, self.device = info["library"], info["device"]
         self.worker_cpu = 0.0
 
+    #: seconds one call may take before the worker is taken for hung (and killed)
+    timeout = 1800.0
+
     def _call(self, *msg):
         try:
             self._conn.send(msg)
+            waited = 0.0
             while not self._conn.poll(5):
+                waited += 5
                 if self._proc.poll() is not None:
                     raise EOFError
+                if waited >= self.timeout:
+                    self._proc.kill()
+                    error = f"the worker did not answer {msg[0]!r} within {self.timeout:g} s"
+                    raise RuntimeError(error)
             ok, value = self._conn.recv()
         except (EOFError, OSError):
-            code = self._proc.wait()
-            msg = f"the worker process died (exit code {code})"
-            raise RuntimeError(msg) from None
+            try:
+                code = self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code = "none: still running"
+            error = f"the worker process died (exit code {code})"
+            raise RuntimeError(error) from None
         if not ok:
             raise RuntimeError(value)
         return value

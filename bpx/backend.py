@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import importlib
 import math
 import os
@@ -363,7 +364,9 @@ class CupyOps(InplaceOps):
     def step_graphs(self):
         if self.graph_error is not None or os.environ.get("BPX_CUPY_GRAPHS", "1").strip() == "0":
             return None
-        return CupyStepGraphs(self)
+        graphs = CupyStepGraphs(self)
+        # without the direct cuBLAS calls every capture would fail: run steps as written
+        return None if self.gemm_error is not None else graphs
 
     def matmul(self, a, b):
         # On the graph stream, cuBLAS directly (CuPy's own calls cannot be captured); the
@@ -440,8 +443,10 @@ class CupyStepGraphs:
 
     Why it is safe:
 
-    * Everything runs on one blocking stream of its own, ordered after earlier work on the
-      default stream, and the context synchronizes it on exit.
+    * Everything runs on a stream of its own, which first waits (an event) for the work
+      queued on the caller's current stream, and the context synchronizes it on exit.
+    * No garbage collection while capturing (a finalizer's synchronizing CUDA call would
+      invalidate the capture).
     * The temporaries allocated while capturing come from a private memory pool that nothing
       else allocates from, so the addresses baked into the graph stay reserved for it.
     * The graph is captured afresh every epoch (the learning rate may change between epochs,
@@ -456,8 +461,8 @@ class CupyStepGraphs:
         cp = ops.raw
         self.ops, self.cp = ops, cp
         if ops._graph_stream is None:
-            # blocking: ordered after work queued on the default stream. One per backend: the
-            # memory pool keeps freed blocks per stream, so a stream per fit would strand them
+            # one per CupyOps (that is, per resolved Backend), not one per fit: the memory
+            # pool keeps freed blocks per stream, so a stream per fit would strand them
             ops._graph_stream = cp.cuda.Stream()
         self.stream = ops._graph_stream
         if ops._gemm is None and ops.gemm_error is None:
@@ -470,6 +475,9 @@ class CupyStepGraphs:
         self.pool = cp.cuda.MemoryPool()
 
     def __enter__(self):
+        # the inputs were made on the caller's current stream (the legacy default stream,
+        # a per-thread one, or a user's): the graph stream waits for that work first
+        self.stream.wait_event(self.cp.cuda.get_current_stream().record())
         self.stream.__enter__()
         return self
 
@@ -542,12 +550,20 @@ class _EpochGraph:
         cp, stream = owner.cp, owner.stream
         self.x, self.y = cp.array(x, copy=True), cp.array(y, copy=True)  # fixed inputs
         ids = [id(p) for p in (*net.weights, *net.biases)]
-        with cp.cuda.using_allocator(owner.pool.malloc):
-            stream.begin_capture()
-            try:
-                self._store(step(self.x, self.y, i, j))
-            finally:
-                graph = stream.end_capture()
+        # no garbage collection while capturing: a finalizer that frees device memory or
+        # destroys a handle would make a synchronizing call and invalidate the capture
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            with cp.cuda.using_allocator(owner.pool.malloc):
+                stream.begin_capture()
+                try:
+                    self._store(step(self.x, self.y, i, j))
+                finally:
+                    graph = stream.end_capture()
+        finally:
+            if collecting:
+                gc.enable()
         if [id(p) for p in (*net.weights, *net.biases)] != ids:
             msg = "the captured step replaced the parameter arrays instead of updating them"
             raise RuntimeError(msg)

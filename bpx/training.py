@@ -66,8 +66,8 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
     # masks, no per-batch host weight sums, an optimizer whose scalars stay put (not Adam's)
     capturable = (getattr(opt, "capturable", False) and not cfg.dropout
                   and cfg.sample_weight is None)
-    graphs = be.ops.step_graphs() if capturable else None
     try:
+        graphs = be.ops.step_graphs() if capturable else None
         with (_deferred_interrupt() as interrupt, be.floating_point_errors_ignored(),
               graphs if graphs is not None else contextlib.nullcontext()):
             for epoch in range(cfg.epochs):

@@ -42,15 +42,37 @@ def test_a_tiny_run_measures_bpx_and_the_gemm_bound(bench, tmp_path, mode):
     assert result["config"]["gap"] == (0.0 if mode else 0.15)
 
 
-def test_a_worker_that_dies_is_reported(bench):
+def test_a_worker_that_dies_is_reported_and_replaced(bench):
     args = bench.parse_args(TINY)
     workers = bench.Workers(args)
+    spec = ("gemm", "numpy", None, "cpu")
     try:
-        impl = workers.impl(("gemm", "numpy", None, "cpu"))
+        impl = workers.impl(spec)
         assert impl.name == "gemm[numpy]" and impl.device == "cpu"
         impl._proc.kill()
         with pytest.raises(RuntimeError, match="the worker process died"):
             impl.epoch()
+        again = workers.impl(spec)  # the next workload gets a fresh worker
+        assert again._proc.pid != impl._proc.pid
+        again.prepare(bench.WORKLOADS["C"], bench.Data(*bench.make_data(64, 0)), 0)
+        assert again.epoch()[0] > 0
+    finally:
+        workers.shutdown()
+
+
+def test_a_worker_that_hangs_is_killed(bench, monkeypatch):
+    args = bench.parse_args(TINY)
+    workers = bench.Workers(args)
+    try:
+        impl = workers.impl(("gemm", "numpy", None, "cpu"))
+        monkeypatch.setattr(type(impl), "timeout", 5.0)
+        import os
+        import signal
+
+        os.kill(impl._proc.pid, signal.SIGSTOP)  # alive, but never answers
+        with pytest.raises(RuntimeError, match="did not answer 'epoch' within 5 s"):
+            impl.epoch()
+        assert impl._proc.wait(timeout=10) is not None
     finally:
         workers.shutdown()
 

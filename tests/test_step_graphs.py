@@ -134,12 +134,20 @@ def test_the_sklearn_wrappers_steps_are_not_captured(graphs):
     assert graphs.log == []
 
 
-def test_divergence_reports_the_step_through_the_runner(graphs):
-    net = make_net("numpy", "float32")
-    with pytest.raises(bpx.DivergenceError, match=r"non-finite at epoch \d+, step \d+ of 4"):
-        net.fit(X * 1e3, Y, epochs=50, batch_size=64, lr=1e3)
+def test_divergence_reports_the_step_through_the_runner(graphs, monkeypatch):
+    """The costs the runner hands back name the same step as the plain loop's."""
+    messages = []
+    for use_runner in (True, False):
+        if not use_runner:
+            monkeypatch.setattr(B.NumpyOps, "step_graphs", lambda self: None)
+        net = make_net("numpy", "float32")
+        with pytest.raises(bpx.DivergenceError,
+                           match=r"non-finite at epoch \d+, step \d+ of 4") as info:
+            net.fit(X * 1e3, Y, epochs=50, batch_size=64, lr=1e3)
+        assert all(np.isfinite(w).all() for w in (*net.weights, *net.biases))  # restored
+        messages.append(str(info.value))
     assert graphs.log
-    assert all(np.isfinite(w).all() for w in (*net.weights, *net.biases))  # restored
+    assert messages[0] == messages[1]
 
 
 def test_only_cupy_offers_graphs():
@@ -151,7 +159,8 @@ def test_only_cupy_offers_graphs():
 # Real CUDA graphs
 # --------------------------------------------------------------------------------------
 @pytest.fixture
-def cupy_be():
+def cupy_be(monkeypatch):
+    monkeypatch.delenv("BPX_CUPY_GRAPHS", raising=False)  # these tests need the graph path
     ok, reason = B.probe("cupy")
     if not ok:
         pytest.skip(f"no CUDA device usable by cupy: {reason}")
