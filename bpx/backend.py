@@ -513,7 +513,7 @@ class _EpochGraph:
     def costs(self, done: int):
         """The per-step costs of the steps done, a 1-d array."""
         if self._costs is None:
-            return self.owner.cp.zeros((0,), dtype=self.owner.cp.float32)
+            return self.owner.cp.zeros((0,), dtype=getattr(self.owner.cp, self.net.dtype))
         return self._costs[:done]
 
     def run(self, step, x, y, i: int, j: int) -> None:

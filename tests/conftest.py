@@ -45,6 +45,20 @@ def be(request) -> B.Backend:
 
 
 @pytest.fixture
+def cupy_fast_be(monkeypatch) -> B.Backend:
+    """A CuPy backend with its fast paths (``CupyOps``: fused kernels, CUDA graphs, direct
+    cuBLAS); skips without a usable CUDA device or with ``BPX_CUPY_FUSED=0``."""
+    monkeypatch.delenv("BPX_CUPY_GRAPHS", raising=False)  # these tests need the graph path
+    ok, reason = B.probe("cupy")
+    if not ok:
+        pytest.skip(f"no CUDA device usable by cupy: {reason}")
+    be = B.resolve("cupy", on_unavailable="raise")
+    if not isinstance(be.ops, B.CupyOps):
+        pytest.skip("BPX_CUPY_FUSED=0: the plain in-place ops have no graphs or direct cuBLAS")
+    return be
+
+
+@pytest.fixture
 def xp(be):
     return be.xp
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from bpx import _cublas
-from bpx import backend as B
 
 rng = np.random.default_rng(11)
 
@@ -77,15 +76,8 @@ def test_gemm_args_refuse_what_one_gemm_cannot_do():
 # On a GPU
 # --------------------------------------------------------------------------------------
 @pytest.fixture
-def cupy_ops(monkeypatch):
-    monkeypatch.delenv("BPX_CUPY_GRAPHS", raising=False)  # these tests need the graph path
-    ok, reason = B.probe("cupy")
-    if not ok:
-        pytest.skip(f"no CUDA device usable by cupy: {reason}")
-    be = B.resolve("cupy", on_unavailable="raise")
-    if not isinstance(be.ops, B.CupyOps):
-        pytest.skip("BPX_CUPY_FUSED=0: the plain in-place ops have no direct cuBLAS path")
-    return be.ops
+def cupy_ops(cupy_fast_be):
+    return cupy_fast_be.ops
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

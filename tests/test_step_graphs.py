@@ -158,18 +158,6 @@ def test_only_cupy_offers_graphs():
 # --------------------------------------------------------------------------------------
 # Real CUDA graphs
 # --------------------------------------------------------------------------------------
-@pytest.fixture
-def cupy_be(monkeypatch):
-    monkeypatch.delenv("BPX_CUPY_GRAPHS", raising=False)  # these tests need the graph path
-    ok, reason = B.probe("cupy")
-    if not ok:
-        pytest.skip(f"no CUDA device usable by cupy: {reason}")
-    be = B.resolve("cupy", on_unavailable="raise")
-    if not isinstance(be.ops, B.CupyOps):
-        pytest.skip("BPX_CUPY_FUSED=0: the plain in-place ops have no graphs")
-    return be
-
-
 def _weights(net):
     return [B.to_host(p) for p in (*net.weights, *net.biases)]
 
@@ -182,16 +170,16 @@ def _weights(net):
     {"optimizer": "sgd", "lr": 0.1, "lr_schedule": "step"},
 ], ids=["sgd", "momentum", "nesterov-decay", "clip", "schedule"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_graph_replays_match_the_plain_loop(cupy_be, monkeypatch, kw, dtype):
-    ops = cupy_be.ops
+def test_graph_replays_match_the_plain_loop(cupy_fast_be, monkeypatch, kw, dtype):
+    ops = cupy_fast_be.ops
     ops.graph_error = None
     replays = ops.graph_replays
     fit = dict(epochs=3, batch_size=32, **kw)  # 200 = 6 × 32 + 8: a short last batch
-    graphed = make_net(cupy_be, dtype).fit(X, Y, **fit)
+    graphed = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
     assert ops.graph_error is None, ops.graph_error
     assert ops.graph_replays - replays == 3 * 5  # steps 2-6 of each epoch
     monkeypatch.setenv("BPX_CUPY_GRAPHS", "0")
-    plain = make_net(cupy_be, dtype).fit(X, Y, **fit)
+    plain = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
     assert ops.graph_replays - replays == 3 * 5  # none more
     # the replays use cuBLAS directly, the plain loop CuPy's matmul: the same products, not
     # necessarily the same cuBLAS kernel, so equal up to rounding
@@ -201,40 +189,40 @@ def test_graph_replays_match_the_plain_loop(cupy_be, monkeypatch, kw, dtype):
     np.testing.assert_allclose(graphed.history["loss"], plain.history["loss"], rtol=tol)
 
 
-def test_adam_is_not_captured_on_the_gpu(cupy_be):
-    replays = cupy_be.ops.graph_replays
-    make_net(cupy_be).fit(X, Y, epochs=1, batch_size=32, optimizer="adam")
-    assert cupy_be.ops.graph_replays == replays
+def test_adam_is_not_captured_on_the_gpu(cupy_fast_be):
+    replays = cupy_fast_be.ops.graph_replays
+    make_net(cupy_fast_be).fit(X, Y, epochs=1, batch_size=32, optimizer="adam")
+    assert cupy_fast_be.ops.graph_replays == replays
 
 
-def test_a_failed_capture_falls_back_and_says_why(cupy_be, monkeypatch):
+def test_a_failed_capture_falls_back_and_says_why(cupy_fast_be, monkeypatch):
     def refuse(self, mode=None):
         raise RuntimeError("capture refused (test)")
 
     import cupy
 
     monkeypatch.setattr(cupy.cuda.Stream, "begin_capture", refuse)
-    ops = cupy_be.ops
+    ops = cupy_fast_be.ops
     monkeypatch.setattr(ops, "graph_error", None)
     replays = ops.graph_replays
     fit = dict(epochs=2, batch_size=32, lr=0.1)
-    fallen = make_net(cupy_be).fit(X, Y, **fit)
+    fallen = make_net(cupy_fast_be).fit(X, Y, **fit)
     assert ops.graph_error == "RuntimeError: capture refused (test)"
     assert ops.graph_replays == replays
     monkeypatch.setenv("BPX_CUPY_GRAPHS", "0")
-    plain = make_net(cupy_be).fit(X, Y, **fit)
+    plain = make_net(cupy_fast_be).fit(X, Y, **fit)
     for a, b in zip(_weights(fallen), _weights(plain)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
-def test_divergence_with_graphs_names_the_same_step_and_restores(cupy_be, monkeypatch):
+def test_divergence_with_graphs_names_the_same_step_and_restores(cupy_fast_be, monkeypatch):
     """The per-step costs recorded by the replays point at the step the plain loop names."""
-    ops = cupy_be.ops
+    ops = cupy_fast_be.ops
     monkeypatch.setattr(ops, "graph_error", None)
     messages = []
     for graphs in ("1", "0"):
         monkeypatch.setenv("BPX_CUPY_GRAPHS", graphs)
-        net = make_net(cupy_be, "float32")
+        net = make_net(cupy_fast_be, "float32")
         with pytest.raises(bpx.DivergenceError, match=r"epoch \d+, step \d+ of 7") as info:
             net.fit(X * 1e3, Y, epochs=50, batch_size=32, lr=1e3)
         assert all(np.isfinite(w).all() for w in _weights(net))
@@ -246,7 +234,7 @@ def test_divergence_with_graphs_names_the_same_step_and_restores(cupy_be, monkey
     assert where[0][0] == where[1][0] and abs(where[0][1] - where[1][1]) <= 1, messages
 
 
-def test_real_out_of_memory_names_the_batch_size_and_recovers(cupy_be):
+def test_real_out_of_memory_names_the_batch_size_and_recovers(cupy_fast_be):
     """On the GPU itself: a batch whose first layer needs about twice the device's memory."""
     import cupy
 
@@ -255,7 +243,7 @@ def test_real_out_of_memory_names_the_batch_size_and_recovers(cupy_be):
     m = int(2 * total // (4 * n)) + 1
     Xb = cupy.asarray(rng.standard_normal((m, 8)), dtype=cupy.float32)
     yb = np.arange(m) % 2
-    net = bpx.Network([8, n, 2], backend=cupy_be, dtype="float32", seed=0)
+    net = bpx.Network([8, n, 2], backend=cupy_fast_be, dtype="float32", seed=0)
     with pytest.raises(bpx.OutOfMemoryError,
                        match=rf"(?s)batch_size={m}.*try a smaller batch_size"):
         net.fit(Xb, yb, epochs=1, batch_size=m)
