@@ -87,7 +87,7 @@ def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None, ops=N
 
 
 def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_L, ops,
-             *, scale: float, masks: Sequence | None = None):
+             *, scale: float, masks: Sequence | None = None, dW_out: Sequence | None = None):
     """Equations (2) and (3): the gradients of every layer, from the output error.
 
     Parameters
@@ -101,6 +101,8 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
         learning rate in too (``lr / m``). Scaling ``δ^[L]`` once is cheaper than scaling
         each weight-sized ``dW``, and every ``δ`` below inherits it by linearity.
     masks : the dropout masks given to :func:`forward`, if any
+    dW_out : optional L arrays shaped like ``W[l]`` that nothing needs any more (the previous
+        step's ``dW``); a backend may write the new ``dW`` into them (``Ops.matmul``'s ``out``)
 
     Returns
     -------
@@ -108,14 +110,14 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
 
     ``δ^[0]``, the gradient with respect to the input, is never computed: nothing needs it.
     """
-    xp = ops.xp
     L = len(W)
     dW, db = [None] * L, [None] * L
     delta = delta_L * scale
     for l in range(L - 1, -1, -1):
         a_prev = a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
-        dW[l] = ops.matmul(delta.mT, a_prev)  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
-        db[l] = xp.sum(delta, axis=0)  # (3) db^[l] = (1/m) Σ_columns dZ^[l]  (note 2: once)
+        out = dW_out[l] if dW_out is not None else None
+        dW[l] = ops.matmul(delta.mT, a_prev, out=out)  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
+        db[l] = ops.sum_rows(delta)  # (3) db^[l] = (1/m) Σ_columns dZ^[l]  (note 2: once)
         if l > 0:
             g = ops.matmul(delta, W[l])  # (2) w^[l+1]ᵀ dZ^[l+1] ...
             if masks is not None:

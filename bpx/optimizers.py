@@ -53,6 +53,9 @@ class Optimizer:
                 for p, g, is_w in zip(params, grads, decay_mask)]
 
     def step(self, params: list, grads: list, ops, decay_mask) -> list:
+        """Return the updated ``params``. ``grads`` are scratch, valid only during the call:
+        a step may overwrite them, and training reuses their memory for the next step's
+        gradients (NumPy), so an optimizer that keeps anything must copy it."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -1,7 +1,10 @@
 """The epoch / mini-batch loop, and evaluation.
 
-One shuffle per epoch (a single gather of the whole data set, then contiguous slices) is
-cheaper than a gather per batch. The loss is accumulated on the device and read back to the
+Shuffling draws one permutation per epoch. On a GPU the data set is then gathered once
+(one kernel) and cut into contiguous slices; on NumPy each mini-batch is gathered into one
+reused buffer, and each step's weight gradients are written into the previous step's
+(``Ops.reuses_step_buffers``): no shuffled copy of the data is held, and no page faults are
+taken for fresh arrays every step. The loss is accumulated on the device and read back to the
 host once per epoch: no host synchronization inside an epoch.
 
 Faults are contained here: ``Ctrl-C`` is deferred to the end of the current step, so the
@@ -126,11 +129,22 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
     if cfg.shuffle:
         perm_host = net._rng.permutation(m)
         perm = be.asarray(perm_host, dtype=xp.int64)
-        Xe, Ye = xp.take(X, perm, axis=0), xp.take(Y, perm, axis=0)
         sw_e = sw[perm_host] if sw is not None else None
+        if ops.reuses_step_buffers:
+            rows = _BatchGather(ops, X, Y, perm)
+        else:
+            Xe, Ye = ops.take_rows(X, perm), ops.take_rows(Y, perm)
+
+            def rows(i, j):
+                return Xe[i:j, ...], Ye[i:j, ...]
     else:
-        Xe, Ye, sw_e = X, Y, sw
+        sw_e = sw
+
+        def rows(i, j):
+            return X[i:j, ...], Y[i:j, ...]
     sw_dev = be.asarray(sw_e, dtype=be.dtype(net.dtype)) if sw_e is not None else None
+
+    dW_spent = [None]
 
     def step(x, y, i: int, j: int):
         """Equations (1)-(4) on rows i:j of the epoch (x, y); returns the step's cost."""
@@ -148,12 +162,15 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
             c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w, ops=ops)
             delta_L = delta_L * xp.reshape(w, (-1, 1))
             scale = opt.prescale / float(np.sum(sw_e[i:j]))  # host sum: no device sync
-        dW, db = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks)
+        dW, db = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks,
+                                   dW_out=dW_spent[0])
         grads = [g for wb in zip(dW, db) for g in wb]
         if cfg.clip_norm is not None:
             grads = _clip_global_norm(grads, cfg.clip_norm * opt.prescale, xp)
         params = opt.step(params, grads, ops, decay_mask)
         net.weights, net.biases = params[0::2], params[1::2]
+        if ops.reuses_step_buffers:
+            dW_spent[0] = dW  # the optimizer is done with them: the next step's dW_out
         return c
 
     n_steps = math.ceil(m / b)
@@ -164,7 +181,7 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
         if interrupt.requested:
             break
         j = min(i + b, m)
-        x, y = Xe[i:j, ...], Ye[i:j, ...]
+        x, y = rows(i, j)
         if runner is None:
             step_costs.append(step(x, y, i, j))  # summed once at the end, not per step
         elif k == 0 or j - i < b:
@@ -180,6 +197,24 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
     else:
         costs = xp.stack(step_costs) if step_costs else xp.zeros((0,), dtype=be.dtype(net.dtype))
     return xp.sum(costs), weight_sum, costs, done
+
+
+class _BatchGather:
+    """``rows(i, j)``: rows ``perm[i:j]`` of X and Y, gathered into two batch buffers that
+    each call overwrites (``Ops.reuses_step_buffers``). Safe because a step is done with its
+    batch before the next one is drawn; a short last batch gets arrays of its own."""
+
+    def __init__(self, ops, X, Y, perm):
+        self.ops, self.X, self.Y, self.perm = ops, X, Y, perm
+        self.bx = self.by = None
+
+    def __call__(self, i: int, j: int):
+        idx = self.perm[i:j]
+        x = self.ops.take_rows(self.X, idx, out=self.bx)
+        y = self.ops.take_rows(self.Y, idx, out=self.by)
+        if self.bx is None:
+            self.bx, self.by = x, y
+        return x, y
 
 
 @contextlib.contextmanager

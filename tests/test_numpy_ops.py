@@ -162,3 +162,54 @@ def test_adam_edge_settings(ops, rng, dtype):
         terms = float(np.max(np.abs(w) + np.abs(w - want[0])))
         for x_got, x_want, atol in zip(got, want, (TOL[dtype] * terms, 1e-30, 1e-30)):
             _close(x_got, x_want, dtype, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (32, 10), (256, 64), (1500, 7), (0, 5)])
+def test_sum_rows(ops, rng, dtype, shape):
+    """The bias gradient Σ_i δ_i as a GEMV with a ones vector, against xp.sum(axis=0)."""
+    fast, ref = ops
+    d = _draw(rng, shape, dtype)
+    got = fast.sum_rows(d)
+    # both sum the rows in order; the GEMV may fuse multiply-adds differently
+    atol = TOL[dtype] * float(np.sum(np.abs(d), axis=0).max(initial=0.0))
+    _close(got, ref.sum_rows(d), dtype, atol=atol)
+    again = fast.sum_rows(_draw(rng, (3, shape[1]), dtype))  # shorter after longer: sliced
+    assert again.shape == (shape[1],)
+
+
+def test_sum_rows_other_input_takes_the_portable_path(ops):
+    fast, ref = ops
+    ints = np.arange(12).reshape(4, 3)
+    np.testing.assert_array_equal(fast.sum_rows(ints), ref.sum_rows(ints))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_take_rows_fills_out_when_it_fits(ops, rng, dtype):
+    fast, ref = ops
+    x = _draw(rng, (50, 6), dtype)
+    idx = rng.permutation(50)[:16]
+    fresh = fast.take_rows(x, idx)
+    np.testing.assert_array_equal(fresh, ref.take_rows(x, idx))
+    again = fast.take_rows(x, idx[::-1].copy(), out=fresh)
+    assert again is fresh  # written in place
+    np.testing.assert_array_equal(again, x[idx[::-1]])
+    short = fast.take_rows(x, idx[:5], out=fresh)  # a short last batch: a new array
+    assert short is not fresh and short.shape == (5, 6)
+    np.testing.assert_array_equal(short, x[idx[:5]])
+    wrong_dtype = np.empty((16, 6), dtype="float64" if dtype == "float32" else "float32")
+    assert fast.take_rows(x, idx, out=wrong_dtype).dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_out(ops, rng, dtype):
+    fast, ref = ops
+    a, b = _draw(rng, (20, 9), dtype), _draw(rng, (9, 4), dtype)
+    out = np.full((20, 4), np.nan, dtype=dtype)
+    got = fast.matmul(a, b, out=out)
+    assert got is out
+    _close(got, ref.matmul(a, b), dtype, atol=TOL[dtype])
+    _close(fast.matmul(a.T, a), ref.matmul(a.T, a), dtype, atol=TOL[dtype] * 10)
+    misfit = np.empty((4, 20), dtype=dtype)
+    got = fast.matmul(a, b, out=misfit)  # wrong shape: ignored, a new array
+    assert got is not misfit and got.shape == (20, 4)

@@ -262,3 +262,63 @@ def test_ctrl_c_keeps_last_completed_step():
     for w, r in zip(net.weights, ref.weights):
         np.testing.assert_allclose(to_host(w), r, rtol=1e-12)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --- NumPy's reused step buffers (Ops.reuses_step_buffers) ---------------------------------
+
+def _fit_pair(monkeypatch, dtype, **fit_kw):
+    """The same training with NumPy's reused buffers and with the portable arrangement (one
+    gather per epoch, fresh gradient arrays)."""
+    X, y = blobs(77, n=5)  # 77 = 4 batches of 16 and a short one of 13
+    nets = []
+    for reuse in (True, False):
+        net = bpx.Network([5, 12, 7, 3], dtype=dtype, seed=3, backend="numpy")
+        assert net._backend.ops.reuses_step_buffers  # NumPy's default
+        monkeypatch.setattr(net._backend.ops, "reuses_step_buffers", reuse)
+        net.fit(X, y, epochs=3, batch_size=16, **fit_kw)
+        nets.append(net)
+    return nets
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fit_kw", [
+    {"optimizer": "sgd", "lr": 0.1},
+    {"optimizer": "nesterov", "lr": 0.05, "weight_decay": 1e-3},
+    {"optimizer": "adam", "lr": 1e-2, "clip_norm": 0.5},
+    {"optimizer": "sgd", "lr": 0.1, "dropout": 0.2, "sample_weight": np.linspace(0.5, 2, 77)},
+])
+def test_reused_step_buffers_change_nothing(monkeypatch, dtype, fit_kw):
+    """Gathering each batch into one buffer and writing dW into the last step's arrays is
+    the same arithmetic as the per-epoch gather with fresh arrays: identical weights."""
+    a, b = _fit_pair(monkeypatch, dtype, **fit_kw)
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+    for pa, pb in zip(a.weights + a.biases, b.weights + b.biases):
+        np.testing.assert_array_equal(pa, pb)
+
+
+def test_reused_step_buffers_are_reused(monkeypatch):
+    """The mechanism itself: every full-size batch arrives in the same buffer, every step's
+    dW after the first lands in the same arrays, and the short last batch gets its own."""
+    from bpx import backprop
+
+    seen_x, seen_dW = [], []
+    forward, backward = backprop.forward, backprop.backward
+
+    def spy_forward(W, b, acts, x, ops, **kw):
+        seen_x.append((x.ctypes.data, x.shape[0]))
+        return forward(W, b, acts, x, ops, **kw)
+
+    def spy_backward(*args, **kw):
+        dW, db = backward(*args, **kw)
+        seen_dW.append(tuple(d.ctypes.data for d in dW))
+        return dW, db
+
+    monkeypatch.setattr(backprop, "forward", spy_forward)
+    monkeypatch.setattr(backprop, "backward", spy_backward)
+    X, y = blobs(77, n=5)
+    net = bpx.Network([5, 12, 7, 3], dtype="float32", seed=3, backend="numpy")
+    net.fit(X, y, epochs=1, batch_size=16)
+    full = {ptr for ptr, rows in seen_x if rows == 16}
+    assert len(seen_x) == 5 and len(full) == 1
+    assert seen_x[-1][1] == 13 and seen_x[-1][0] not in full
+    assert len(set(seen_dW[1:])) == 1 and seen_dW[1] == seen_dW[0]
