@@ -87,7 +87,8 @@ def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None, ops=N
 
 
 def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_L, ops,
-             *, scale: float, masks: Sequence | None = None, dW_out: Sequence | None = None):
+             *, scale: float, masks: Sequence | None = None, dW_out: Sequence | None = None,
+             descend: list | None = None):
     """Equations (2) and (3): the gradients of every layer, from the output error.
 
     Parameters
@@ -103,10 +104,15 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
     masks : the dropout masks given to :func:`forward`, if any
     dW_out : optional L arrays shaped like ``W[l]`` that nothing needs any more (the previous
         step's ``dW``); a backend may write the new ``dW`` into them (``Ops.matmul``'s ``out``)
+    descend : optional list of the L biases, for plain gradient descent with the learning
+        rate folded into ``scale``: equation (4) is then applied as soon as each layer's
+        gradient is known (``W[l] ← W[l] − dW[l]`` inside the product, ``Ops.descend``;
+        ``b[l] ← b[l] − db[l]``), and the lists ``W`` and ``descend`` are updated in place.
 
     Returns
     -------
-    dW, db : lists of L arrays, the shapes of ``W[l]`` and ``b[l]``
+    dW, db : lists of L arrays, the shapes of ``W[l]`` and ``b[l]``; with ``descend``, the
+        updated ``W`` and biases instead
 
     ``δ^[0]``, the gradient with respect to the input, is never computed: nothing needs it.
     """
@@ -115,15 +121,20 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
     delta = delta_L * scale
     for l in range(L - 1, -1, -1):
         a_prev = a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
-        out = dW_out[l] if dW_out is not None else None
-        dW[l] = ops.matmul(delta.mT, a_prev, out=out)  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
-        db[l] = ops.sum_rows(delta)  # (3) db^[l] = (1/m) Σ_columns dZ^[l]  (note 2: once)
         if l > 0:
-            g = ops.matmul(delta, W[l])  # (2) w^[l+1]ᵀ dZ^[l+1] ...
+            g = ops.matmul(delta, W[l])  # (2) w^[l+1]ᵀ dZ^[l+1] ...  (W[l] before any update)
+        if descend is None:
+            out = dW_out[l] if dW_out is not None else None
+            dW[l] = ops.matmul(delta.mT, a_prev, out=out)  # (3) dw^[l] = (1/m) dZ^[l] A^[l-1]ᵀ
+            db[l] = ops.sum_rows(delta)  # (3) db^[l] = (1/m) Σ_columns dZ^[l]  (note 2: once)
+        else:
+            W[l] = ops.descend(W[l], delta.mT, a_prev)  # (3)+(4) w ← w − α dw, one product
+            descend[l] = ops.sub_scaled(descend[l], ops.sum_rows(delta), 1.0)  # b ← b − α db
+        if l > 0:
             if masks is not None:
                 g = g * masks[l - 1]  # through the dropout mask
             delta = activations[l - 1].backward(g, a[l], ops)  # (2) ... ⊙ σ'(Z^[l])
-    return dW, db
+    return (dW, db) if descend is None else (W, descend)
 
 
 def update(params: list, grads: Sequence, lr: float, ops) -> list:

@@ -27,6 +27,7 @@ import numpy as np
 
 from bpx import backprop
 from bpx.exceptions import DivergenceError, DivergenceWarning
+from bpx.optimizers import SGD
 
 
 @dataclass
@@ -145,6 +146,10 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
     sw_dev = be.asarray(sw_e, dtype=be.dtype(net.dtype)) if sw_e is not None else None
 
     dW_spent = [None]
+    # plain SGD (no momentum, decay or clipping) on a backend that updates W inside the
+    # weight-gradient product (Ops.fuses_descent): the update is equation 4 with α in scale
+    fused_sgd = (ops.fuses_descent and type(opt) is SGD and not opt.momentum
+                 and not opt.weight_decay and cfg.clip_norm is None)
 
     def step(x, y, i: int, j: int):
         """Equations (1)-(4) on rows i:j of the epoch (x, y); returns the step's cost."""
@@ -162,6 +167,11 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
             c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w, ops=ops)
             delta_L = delta_L * xp.reshape(w, (-1, 1))
             scale = opt.prescale / float(np.sum(sw_e[i:j]))  # host sum: no device sync
+        if fused_sgd:  # (2)-(4) in one pass: each W[l] updated by its own product
+            W, B = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks,
+                                     descend=B)
+            net.weights, net.biases = W, B
+            return c
         dW, db = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks,
                                    dW_out=dW_spent[0])
         grads = [g for wb in zip(dW, db) for g in wb]

@@ -213,3 +213,60 @@ def test_matmul_out(ops, rng, dtype):
     misfit = np.empty((4, 20), dtype=dtype)
     got = fast.matmul(a, b, out=misfit)  # wrong shape: ignored, a new array
     assert got is not misfit and got.shape == (20, 4)
+
+
+def _without_blas(fast):
+    """The same NumpyOps with its direct OpenBLAS calls off."""
+    fast._blas, fast._blas_tried = None, True
+    return fast
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(40, 30), (256, 200)])  # below and above B._BLAS_MIN
+@pytest.mark.parametrize("blas", [True, False])
+def test_descend_matches_portable(ops, rng, dtype, shape, blas):
+    """W − δᵀ A in one product (GEMM with beta = 1) against the portable matmul + subtract,
+    with δᵀ an F-ordered view as backward passes it."""
+    fast, ref = ops
+    if not blas:
+        _without_blas(fast)
+    n, k = shape
+    w = _draw(rng, (n, k), dtype)
+    delta, a_prev = _draw(rng, (64, n), dtype, 0.01), _draw(rng, (64, k), dtype)
+    want = ref.descend(w.copy(), delta.mT, a_prev)
+    got = fast.descend(w, delta.mT, a_prev)
+    assert got is w  # in place
+    _close(got, want, dtype, atol=TOL[dtype] * 10)
+
+
+def test_descend_uses_blas_for_large_weights(ops, rng):
+    fast, _ = ops
+    if fast.blas is None:
+        pytest.skip(f"NumPy's OpenBLAS not usable here: {fast.blas_error}")
+    calls = []
+    real = fast.blas.gemm
+    fast.blas.gemm = lambda *args: calls.append(args[0].shape) or real(*args)
+    big, small = _draw(rng, (256, 200), "float32"), _draw(rng, (10, 20), "float32")
+    fast.descend(big, _draw(rng, (8, 256), "float32").mT, _draw(rng, (8, 200), "float32"))
+    fast.descend(small, _draw(rng, (8, 10), "float32").mT, _draw(rng, (8, 20), "float32"))
+    assert calls == [(256, 200)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("decay", [0.0, 1e-3])
+def test_adam_blas_path_matches_portable(ops, rng, dtype, decay):
+    """Adam on a tensor large enough for the axpby path, against Ops' reference."""
+    fast, ref = ops
+    shape = (256, 200)
+    assert shape[0] * shape[1] >= B._BLAS_MIN
+    w = _draw(rng, shape, dtype)
+    m, v = _draw(rng, shape, dtype, 0.1), _draw(rng, shape, dtype, 0.01, positive=True)
+    for t in (1, 2, 1000):
+        g = _draw(rng, shape, dtype)
+        c1, c2 = 1.0 - 0.9**t, 1.0 - 0.999**t
+        args = (1e-3, 0.9, 0.999, 1e-8, c1, c2, decay)
+        want = ref.adam(w, g, m, v, *args)
+        got = fast.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args)
+        for x_got, x_want in zip(got, want):
+            _close(x_got, x_want, dtype, atol=TOL[dtype])
+        w, m, v = want

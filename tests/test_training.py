@@ -322,3 +322,39 @@ def test_reused_step_buffers_are_reused(monkeypatch):
     assert len(seen_x) == 5 and len(full) == 1
     assert seen_x[-1][1] == 13 and seen_x[-1][0] not in full
     assert len(set(seen_dW[1:])) == 1 and seen_dW[1] == seen_dW[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_sgd_descent_matches_the_separate_update(monkeypatch, dtype):
+    """Plain SGD with W updated inside its gradient's product (NumPy + OpenBLAS, beta = 1)
+    follows the trajectory of the separate dW and W − dW, to rounding."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((90, 300))
+    y = rng.integers(0, 4, 90)
+    nets, calls = [], []
+    for fused in (True, False):
+        net = bpx.Network([300, 128, 4], dtype=dtype, seed=5, backend="numpy")  # W1: 38,400
+        ops = net._backend.ops
+        if fused and not ops.fuses_descent:
+            pytest.skip(f"NumPy's OpenBLAS not usable here: {ops.blas_error}")
+        monkeypatch.setattr(type(ops), "fuses_descent", fused)  # a property on NumpyOps
+        real = ops.descend
+        monkeypatch.setattr(ops, "descend", lambda w, a, b, real=real, f=fused: calls.append(f)
+                            or real(w, a, b))
+        net.fit(X, y, epochs=3, batch_size=32, lr=0.05)
+        nets.append(net)
+    assert calls and set(calls) == {True}  # only the fused run took that path
+    rtol = 1e-4 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(nets[0].history["loss"], nets[1].history["loss"], rtol=rtol)
+    for pa, pb in zip(nets[0].weights + nets[0].biases, nets[1].weights + nets[1].biases):
+        np.testing.assert_allclose(pa, pb, rtol=rtol, atol=rtol * float(np.abs(pb).max()))
+
+
+@pytest.mark.parametrize("fit_kw", [{"optimizer": "momentum"}, {"weight_decay": 1e-3},
+                                    {"clip_norm": 1.0}, {"optimizer": "adam"}])
+def test_fused_descent_only_for_plain_sgd(monkeypatch, fit_kw):
+    X, y = blobs(40, n=5)
+    net = bpx.Network([5, 8, 3], seed=0, backend="numpy")
+    monkeypatch.setattr(type(net._backend.ops), "fuses_descent", True)
+    monkeypatch.setattr(net._backend.ops, "descend", lambda *a: pytest.fail("fused path used"))
+    net.fit(X, y, epochs=1, batch_size=16, **fit_kw)
