@@ -89,3 +89,22 @@ def test_a_failing_call_comes_back_as_an_error_not_a_hang(bench):
         assert t > 0
     finally:
         workers.shutdown()
+
+
+def test_step_profile_times_the_calls_and_restores_them(capsys):
+    """benchmarks/step_profile.py: per-call times inside real epochs, and NumpyOps and
+    backprop exactly as before afterwards."""
+    from bpx import backend, backprop
+
+    before = (dict(vars(backend.NumpyOps)), backprop.forward, backprop.backward)
+    path = BENCH.parent / "step_profile.py"
+    spec = importlib.util.spec_from_file_location("_step_profile_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--workload", "C", "--samples", "256", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+            if line.startswith(("ops.", "backprop.", "epoch"))}
+    assert rows["ops.matmul"] > 0 and rows["backprop.backward"] > 0
+    assert rows["epoch"] >= rows["backprop.forward"]  # the phases fit inside the epoch
+    assert (dict(vars(backend.NumpyOps)), backprop.forward, backprop.backward) == before
