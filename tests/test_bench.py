@@ -108,3 +108,22 @@ def test_step_profile_times_the_calls_and_restores_them(capsys):
     assert rows["ops.matmul"] > 0 and rows["backprop.backward"] > 0
     assert rows["epoch"] >= rows["backprop.forward"]  # the phases fit inside the epoch
     assert (dict(vars(backend.NumpyOps)), backprop.forward, backprop.backward) == before
+
+
+def test_paired_compares_fast_paths_and_restores_them(capsys):
+    """benchmarks/paired.py: on/off epochs of a NumPy fast path, NumpyOps as before after."""
+    from bpx import backend
+
+    before = dict(vars(backend.NumpyOps))
+    path = BENCH.parent / "paired.py"
+    spec = importlib.util.spec_from_file_location("_paired_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--workload", "C", "--samples", "256", "--pairs", "2",
+            "--off", "reuses_step_buffers,fuses_descent,sum_rows,blas"]
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "speedup (off time / on time): median" in out
+    assert dict(vars(backend.NumpyOps)) == before
+    with pytest.raises(SystemExit):
+        module.main(["--off", "nonsense"])
