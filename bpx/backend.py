@@ -364,7 +364,7 @@ class NumpyOps(InplaceOps):
     def adam(self, w, g, m, v, lr, beta1, beta2, eps, c1, c2, decay):
         blas = self.blas if w.size >= _BLAS_MIN else None
         if blas is not None and all(x.flags.c_contiguous and x.dtype == w.dtype
-                                    and x.size == w.size for x in (g, m, v)):
+                                    and x.size == w.size for x in (w, g, m, v)):
             return self._adam_blas(blas, w, g, m, v, lr, beta1, beta2, eps, c1, c2, decay)
         # Ops: w − (lr/c1) m / (√(v/c2) + eps). Since √(v/c2) = √v / √c2, multiplying numerator
         # and denominator by √c2 gives  w − (lr √c2 / c1) m / (√v + eps √c2): the same value,
@@ -389,7 +389,6 @@ class NumpyOps(InplaceOps):
         g *= lr * r / c1
         w -= g
         return w, m, v
-
 
     def _adam_blas(self, blas, w, g, m, v, lr, beta1, beta2, eps, c1, c2, decay):
         # The same folded form as above, with the moment updates as BLAS axpby, one pass each

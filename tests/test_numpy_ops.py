@@ -270,3 +270,17 @@ def test_adam_blas_path_matches_portable(ops, rng, dtype, decay):
         for x_got, x_want in zip(got, want):
             _close(x_got, x_want, dtype, atol=TOL[dtype])
         w, m, v = want
+
+
+def test_adam_blas_path_skips_non_contiguous_weights(ops, rng):
+    """A strided W (a view) cannot go through axpby: the ufunc path updates it."""
+    fast, ref = ops
+    base = _draw(rng, (256, 400), "float32")
+    w = base[:, ::2]  # 256 x 200, not contiguous, above B._BLAS_MIN
+    g, m = _draw(rng, w.shape, "float32"), _draw(rng, w.shape, "float32", 0.1)
+    v = _draw(rng, w.shape, "float32", 0.01, positive=True)
+    args = (1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, 0.0)
+    want = ref.adam(w.copy(), g, m, v, *args)
+    got = fast.adam(w, g.copy(), m.copy(), v.copy(), *args)
+    for x_got, x_want in zip(got, want):
+        _close(x_got, x_want, "float32", atol=1e-6)
