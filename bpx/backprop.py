@@ -89,7 +89,8 @@ def cost(loss: Loss, output: Activation, a_L, z_L, y, xp, *, weights=None, ops=N
 def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_L, ops,
              *, scale: float, masks: Sequence | None = None, dW_out: Sequence | None = None,
              descend: list | None = None):
-    """Equations (2) and (3): the gradients of every layer, from the output error.
+    """Equations (2) and (3): the gradients of every layer, from the output error (and
+    equation (4) as well, with ``descend``).
 
     Parameters
     ----------

@@ -325,7 +325,9 @@ def test_reused_step_buffers_are_reused(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fused_sgd_descent_matches_the_separate_update(monkeypatch, dtype):
+@pytest.mark.parametrize("extra", [{}, {"dropout": 0.3, "sample_weight": np.linspace(0.5, 2, 90)}],
+                         ids=["plain", "dropout+weights"])
+def test_fused_sgd_descent_matches_the_separate_update(monkeypatch, dtype, extra):
     """Plain SGD with W updated inside its gradient's product (NumPy + OpenBLAS, beta = 1)
     follows the trajectory of the separate dW and W − dW, to rounding."""
     rng = np.random.default_rng(1)
@@ -341,7 +343,7 @@ def test_fused_sgd_descent_matches_the_separate_update(monkeypatch, dtype):
         real = ops.descend
         monkeypatch.setattr(ops, "descend", lambda w, a, b, real=real, f=fused: calls.append(f)
                             or real(w, a, b))
-        net.fit(X, y, epochs=3, batch_size=32, lr=0.05)
+        net.fit(X, y, epochs=3, batch_size=32, lr=0.05, **extra)
         nets.append(net)
     assert calls and set(calls) == {True}  # only the fused run took that path
     rtol = 1e-4 if dtype == "float32" else 1e-11
