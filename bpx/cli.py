@@ -40,6 +40,12 @@ def _info(args) -> int:
           f"numpy {np.__version__}  array-api-compat {array_api_compat.__version__}")
     for name, (ok, reason) in bpx.available().items():
         print(f"  {name:<17} {'usable ' if ok else 'no     '} {reason}")
+    ops = bpx.resolve("numpy").ops
+    blas = getattr(ops, "blas", None)
+    if blas is not None:
+        print(f"numpy fast paths: direct OpenBLAS calls on ({os.path.basename(blas.path)})")
+    else:
+        print(f"numpy fast paths: direct OpenBLAS calls off ({getattr(ops, 'blas_error', '')})")
     auto = bpx.resolve("auto")
     print(f"auto -> {auto.name} on {auto.device}")
     return 0

@@ -116,6 +116,14 @@ def test_info(capsys):
     assert code == 0
     assert out.startswith(f"bpx {bpx.__version__}")
     assert "numpy" in out and "auto -> " in out
+    assert "numpy fast paths: direct OpenBLAS calls " in out
+
+
+def test_info_says_why_direct_blas_calls_are_off(capsys, monkeypatch):
+    monkeypatch.setenv("BPX_NUMPY_BLAS", "0")
+    code, out, _ = run(capsys, "info")
+    assert code == 0
+    assert "direct OpenBLAS calls off (turned off by BPX_NUMPY_BLAS=0)" in out
 
 
 def test_demo_runs(capsys):
