@@ -13,14 +13,19 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("_bench_under_test", BENCH)
+def _load_script(path: Path, name: str):
+    """A benchmarks/ script imported as a module (they are not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look the module up here
     spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    yield _load_script(BENCH, "_bench_under_test")
+    sys.modules.pop("_bench_under_test", None)
 
 
 TINY = ["--workloads", "C", "--backends", "numpy", "--no-torch", "--no-sklearn", "--no-memory",
@@ -97,10 +102,7 @@ def test_step_profile_times_the_calls_and_restores_them(capsys):
     from bpx import backend, backprop
 
     before = (dict(vars(backend.NumpyOps)), backprop.forward, backprop.backward)
-    path = BENCH.parent / "step_profile.py"
-    spec = importlib.util.spec_from_file_location("_step_profile_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script(BENCH.parent / "step_profile.py", "_step_profile_under_test")
     assert module.main(["--workload", "C", "--samples", "256", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
@@ -115,10 +117,7 @@ def test_paired_compares_fast_paths_and_restores_them(capsys):
     from bpx import backend
 
     before = dict(vars(backend.NumpyOps))
-    path = BENCH.parent / "paired.py"
-    spec = importlib.util.spec_from_file_location("_paired_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script(BENCH.parent / "paired.py", "_paired_under_test")
     argv = ["--workload", "C", "--samples", "256", "--pairs", "2",
             "--off", "reuses_step_buffers,fuses_descent,sum_rows,blas"]
     assert module.main(argv) == 0
