@@ -2,7 +2,8 @@
 # One prepared check for a CUDA machine without internet: install the wheels in .whl/,
 # check that CUDA graphs work here (benchmarks/graph_probe.py), run the test suite on
 # cupy + numpy, then the throughput benchmark (A–E; bpx on cupy and numpy, the PyTorch peer
-# on CUDA and CPU, the GEMM bounds), bpx[cupy] once more without graphs on D, C and B64, and
+# on CUDA and CPU, the GEMM bounds), bpx[cupy] once more without graphs on D, C and B64, D's
+# fused SGD step on and off (paired.py) and D's fixed vs per-step cost (epoch_split.py), and
 # print a summary last.
 #
 #   usage: benchmarks/gpu_check.sh OUTDIR        (run from anywhere; it cd's to the repo root)
@@ -100,6 +101,15 @@ BPX_CUPY_GRAPHS=0 timeout "${ABLATION_TIMEOUT:-45}" python3 benchmarks/bench.py 
     --out "$OUT/bench-nographs" \
     > "$OUT/bench-nographs.log" 2>&1
 log "benchmark without graphs: exit $?"
+# --- D in detail: the fused SGD step on and off (paired), and fixed vs per-step cost --------
+log "paired D: fused descent (cuBLAS beta = 1) on/off (cut at ${DETAIL_TIMEOUT:-60}s)"
+BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "${DETAIL_TIMEOUT:-60}" python3 benchmarks/paired.py \
+    --backend cupy --workload D --off fuses_descent --pairs 8 > "$OUT/paired-D.log" 2>&1
+log "paired D: exit $?"
+log "epoch split D: fixed cost per epoch vs per step (cut at ${DETAIL_TIMEOUT:-60}s)"
+BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "${DETAIL_TIMEOUT:-60}" python3 benchmarks/epoch_split.py \
+    --backend cupy --workload D > "$OUT/epoch-split-D.log" 2>&1
+log "epoch split D: exit $?"
 nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
     --format=csv >> "$OUT/nvidia-smi.txt" 2>&1
 
@@ -141,6 +151,8 @@ else
     echo "no results.json; last lines of bench.log:"
     tail -n 15 "$OUT/bench.log"
 fi
+echo "D, fused descent on/off:"; tail -n 3 "$OUT/paired-D.log"
+echo "D, epoch split:"; tail -n 6 "$OUT/epoch-split-D.log"
 echo "without CUDA graphs (BPX_CUPY_GRAPHS=0):"
 grep -E '^\| (D|C|B64) \| (bpx|gemm)' "$OUT/bench-nographs/results.md" 2>/dev/null \
     || tail -n 5 "$OUT/bench-nographs.log"

@@ -25,8 +25,9 @@ import bpx
 from benchmarks.bench import LR, WORKLOADS, make_data
 from bpx import backend, backprop
 
-OPS_METHODS = ("matmul", "linear", "descend", "relu", "relu_backward", "softmax",
-               "fused_per_sample", "sum_rows", "take_rows", "sub_scaled", "axpby", "adam")
+OPS_METHODS = ("matmul", "linear", "dense", "descend", "descend_bias", "relu", "relu_backward",
+               "softmax", "fused_per_sample", "sum_rows", "take_rows", "sub_scaled", "axpby",
+               "adam")
 PHASES = ("forward", "output_error", "cost", "backward")
 
 

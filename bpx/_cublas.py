@@ -8,7 +8,9 @@ already loaded, with a handle of its own: bound to one stream and given a fixed 
 (as cuBLAS asks for graph capture), default math mode (no TF32, as in the rest of bpx).
 
 Only 2-d float32/float64 operands that are C- or F-contiguous take this path; anything else
-returns None and the caller uses ``a @ b``. The layout logic (:func:`gemm_args`) is pure and
+returns None and the caller uses ``a @ b``. With ``out``, alpha and beta it also computes
+``W ← W − a @ b`` in the product itself (``alpha = −1, beta = 1``), the fused gradient step of
+plain SGD (``CupyOps.descend``). The layout logic (:func:`gemm_args`) is pure and
 tested on the CPU against NumPy; the library calls need a GPU.
 """
 
@@ -109,8 +111,10 @@ class Gemm:
             ptr = ctypes.POINTER(ctype)
             fn.argtypes = [vp, ci, ci, ci, ci, ci, ptr, vp, ci, vp, ci, ptr, vp, ci]
             fn.restype = ci
-            one, zero = ctype(1.0), ctype(0.0)
-            self._fn[dtype] = (fn, ctypes.byref(one), ctypes.byref(zero), one, zero)
+            # byref keeps its object alive. The scalars are read on the host when the call is
+            # made (host pointer mode), also while capturing: a captured GEMM keeps the values
+            # it was given, so a temporary alpha or beta may go once the call returns.
+            self._fn[dtype] = (fn, ctypes.byref(ctype(1.0)), ctypes.byref(ctype(0.0)), ctype)
         for f in (lib.cublasCreate_v2, lib.cublasSetStream_v2, lib.cublasSetWorkspace_v2,
                   lib.cublasDestroy_v2):
             f.restype = ci
@@ -124,19 +128,59 @@ class Gemm:
                                          _WORKSPACE_BYTES), "cublasSetWorkspace")
         self.stream = stream
 
-    def __call__(self, a, b):
-        """``a @ b`` as a new C-contiguous array, or None when this path does not apply."""
+    def __call__(self, a, b, *, out=None, alpha: float = 1.0, beta: float = 0.0):
+        """``alpha · a @ b + beta · out`` (``out`` overwritten and returned), or ``a @ b`` as a
+        new C-contiguous array without ``out``; None when this path does not apply: other
+        dtypes or layouts, an ``out`` that is not a C-contiguous array of the result's shape
+        and dtype, or one that overlaps ``a`` or ``b``."""
         if a.dtype != b.dtype or a.dtype.name not in self._fn:
             return None
         g = gemm_args(a.shape, a.strides, b.shape, b.strides, a.itemsize)
         if g is None:
             return None
-        fn, one, zero, _, _ = self._fn[a.dtype.name]
-        c = self._cp.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        status = fn(self._handle, g.op_p, g.op_q, g.m, g.n, g.k, one, b.data.ptr, g.ld_p,
-                    a.data.ptr, g.ld_q, zero, c.data.ptr, g.ld_c)
+        fn, one, zero, ctype = self._fn[a.dtype.name]
+        if out is None:
+            if beta != 0.0:
+                return None  # a fresh C is uninitialized
+            c = self._cp.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        else:
+            if (out.dtype != a.dtype or out.shape != (a.shape[0], b.shape[1])
+                    or not out.flags.c_contiguous or overlaps(out, a) or overlaps(out, b)):
+                return None
+            c = out
+        p_alpha = one if alpha == 1.0 else ctypes.byref(ctype(alpha))
+        p_beta = zero if beta == 0.0 else ctypes.byref(ctype(beta))
+        status = fn(self._handle, g.op_p, g.op_q, g.m, g.n, g.k, p_alpha, b.data.ptr, g.ld_p,
+                    a.data.ptr, g.ld_q, p_beta, c.data.ptr, g.ld_c)
         _check(status, "cublasGemm")
         return c
+
+    def check(self) -> None:
+        """Compare this path with CuPy's matmul on small products of every layout it takes,
+        plain and with ``out``, alpha and beta (the fused SGD step); raise ``RuntimeError``
+        on any difference, so a wrong library or argument never trains silently wrong."""
+        cp = self._cp
+        with self.stream:
+            for dtype in ("float32", "float64"):
+                x = (cp.arange(35, dtype=dtype).reshape(5, 7) % 11 - 5) / 4  # exact in binary
+                y = (cp.arange(21, dtype=dtype).reshape(7, 3) % 5 - 2) / 2
+                for a, b in ((x, y), (cp.asfortranarray(x), y), (x, cp.asfortranarray(y)),
+                             (x.T.copy().T, y.T.copy().T)):
+                    got = self(a, b)
+                    want = cp.matmul(a, b)
+                    w0 = cp.ones((5, 3), dtype=dtype) / 8
+                    fused = self(a, b, out=w0.copy(), alpha=-0.5, beta=1.0)
+                    if got is None or fused is None:
+                        layout = "".join("C" if v.flags.c_contiguous else "F" for v in (a, b))
+                        msg = f"direct cuBLAS declined a {layout} product ({dtype})"
+                        raise RuntimeError(msg)
+                    for what, have, need in (("a @ b", got, want),
+                                             ("w - 0.5 a @ b", fused, w0 - 0.5 * want)):
+                        if not bool(cp.array_equal(have, need)):
+                            msg = (f"direct cuBLAS computed {what} wrongly ({dtype}): max "
+                                   f"error {float(cp.abs(have - need).max())}")
+                            raise RuntimeError(msg)
+            self.stream.synchronize()
 
     def __del__(self):
         handle = getattr(self, "_handle", None)
@@ -145,6 +189,28 @@ class Gemm:
                 self._lib.cublasDestroy_v2(handle)
             except Exception:  # interpreter shutdown: nothing left to release into
                 pass
+
+
+def span(ptr: int, shape, strides, itemsize: int) -> tuple[int, int]:
+    """The byte range ``[lo, hi)`` that the elements of a strided array at ``ptr`` (the
+    address of its first element) occupy; ``(ptr, ptr)`` when it has none."""
+    if 0 in shape:
+        return ptr, ptr
+    lo = hi = ptr
+    for n, st in zip(shape, strides):
+        if st < 0:
+            lo += (n - 1) * st
+        else:
+            hi += (n - 1) * st
+    return lo, hi + itemsize
+
+
+def overlaps(x, y) -> bool:
+    """Whether two CuPy arrays' element ranges share any byte (conservative: ranges, not
+    the elements themselves, so interleaved views count as overlapping)."""
+    xl, xh = span(x.data.ptr, x.shape, x.strides, x.itemsize)
+    yl, yh = span(y.data.ptr, y.shape, y.strides, y.itemsize)
+    return xl < yh and yl < xh and xl < xh and yl < yh
 
 
 def _check(status: int, what: str) -> None:

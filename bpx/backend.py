@@ -160,6 +160,11 @@ class Ops:
         """``a @ w.T + b``: one layer's ``z``, shape (m, n_l)."""
         return self.matmul(a, w.mT) + b
 
+    def dense(self, a, w, b, act):
+        """``σ(a @ w.T + b)``: a hidden layer's output, shape (m, n_l), for a layer whose ``z``
+        nothing else needs. Backends may fuse the bias and σ into one pass (CuPy, ReLU)."""
+        return act.forward(self.linear(a, w, b), self)
+
     def matmul(self, a, b, out=None):
         """``a @ b`` for 2-d ``a`` (m, k) and ``b`` (k, n).
 
@@ -181,6 +186,12 @@ class Ops:
         learning rate. Fused versions do it in the product itself (``beta = 1``, no gradient
         array) and overwrite ``w``; ``w`` must not overlap ``a`` or ``b``."""
         return self.sub_scaled(w, self.matmul(a, b), 1.0)
+
+    def descend_bias(self, b, delta):
+        """``b − Σ_i delta[i, :]``: equation 4 for a bias whose gradient (equation 3, ``delta``
+        of shape (m, n) summed over the batch) already carries the learning rate. Fused
+        versions do the sum and the update in one operation and overwrite ``b``."""
+        return self.sub_scaled(b, self.sum_rows(delta), 1.0)
 
     def sum_rows(self, delta):
         """``Σ_i delta[i, :]``, shape (n,): the bias gradient of equation 3 from ``delta``
@@ -428,10 +439,12 @@ class CupyOps(InplaceOps):
     """CuPy: the in-place updates as single fused kernels (one launch, one pass over memory).
 
     On a GPU, small networks are bound by kernel launches, so the Adam update (10 launches
-    as ufuncs), the ReLU mask (2) and the scaled subtraction (2) each become one kernel, and
-    so do the output softmax (5) and the softmax cross-entropy from logits (8).
-    ``BPX_CUPY_FUSED=0`` turns them off (the ufunc versions of :class:`InplaceOps` remain),
-    which the tests and benchmarks use to compare the two.
+    as ufuncs), the ReLU mask (2), the scaled subtraction (2) and a hidden ReLU layer's bias
+    add and ReLU (2) each become one kernel, and so do the output softmax (5) and the softmax
+    cross-entropy from logits (8). Inside CUDA graphs plain SGD updates W and b in their
+    gradients' products (``descend``, ``descend_bias``). ``BPX_CUPY_FUSED=0`` turns them off
+    (the ufunc versions of :class:`InplaceOps` remain), which the tests and benchmarks use to
+    compare the two.
     """
 
     def __init__(self, xp: Any, raw: Any):
@@ -446,6 +459,10 @@ class CupyOps(InplaceOps):
         self._relu_backward = k("T g, T a", "T out", "out = a > 0 ? g : (T)0",
                                 "bpx_relu_backward")
         self._sub_scaled = k("T g, T lr", "T w", "w -= lr * g", "bpx_sub_scaled")
+        # z ← max(z + b, 0) with b broadcast along the rows; a NaN stays NaN (as in
+        # np.maximum), so a diverging step still shows in the cost
+        self._bias_relu = k("T b", "T z", "T t = z + b; z = (t > (T)0 || t != t) ? t : (T)0",
+                            "bpx_bias_relu")
         # one thread: a step's cost into the epoch's array, at a counter kept on the device
         self._record_cost = k("T c", "raw T costs, raw int32 k",
                               "costs[k[0]] = c; k[0] = k[0] + 1;", "bpx_record_cost")
@@ -463,6 +480,16 @@ class CupyOps(InplaceOps):
     def relu_backward(self, g, a):
         self._relu_backward(g, a, g)
         return g
+
+    def dense(self, a, w, b, act):
+        # ReLU layers: the bias add and the ReLU as one kernel, one pass over z instead of two
+        from bpx.activations import ACTIVATIONS
+
+        if act != ACTIVATIONS["relu"] or b.dtype != w.dtype:
+            return super().dense(a, w, b, act)
+        z = self.matmul(a, w.T)
+        self._bias_relu(b, z)
+        return z
 
     # --- CUDA graphs: a whole training step as one launch ------------------------------------
     #: why CUDA graphs are not in use after a capture failed (None while they work)
@@ -482,16 +509,64 @@ class CupyOps(InplaceOps):
         # without the direct cuBLAS calls every capture would fail: run steps as written
         return None if self.gemm_error is not None else graphs
 
-    def matmul(self, a, b, out=None):
-        # On the graph stream, cuBLAS directly (CuPy's own calls cannot be captured); the
-        # handle is bound to that stream, so anywhere else it is CuPy's matmul. ``out`` is
-        # ignored: CuPy's memory pool already recycles the step's arrays.
+    def _stream_gemm(self):
+        """The direct cuBLAS product when the current stream is the graph stream its handle
+        is bound to (inside ``with step_graphs():``: the captured steps and each epoch's
+        first one), else None."""
         gemm = self._gemm
         if gemm is not None and self.raw.cuda.get_current_stream().ptr == gemm.stream.ptr:
+            return gemm
+        return None
+
+    def matmul(self, a, b, out=None):
+        # On the graph stream, cuBLAS directly (CuPy's own calls cannot be captured);
+        # anywhere else CuPy's matmul. ``out`` is ignored: CuPy's memory pool already
+        # recycles the step's arrays.
+        gemm = self._stream_gemm()
+        if gemm is not None:
             c = gemm(a, b)
             if c is not None:
                 return c
         return a @ b
+
+    #: plain SGD's W ← W − δᵀA inside the product (cuBLAS with alpha = −1, beta = 1) on the
+    #: graph stream: no dW array, and none of the update kernels that read dW and W again.
+    #: Elsewhere ``descend`` falls back to the product and one scaled-subtraction kernel.
+    fuses_descent = True
+
+    def descend(self, w, a, b):
+        gemm = self._stream_gemm()
+        if gemm is not None and gemm(a, b, out=w, alpha=-1.0, beta=1.0) is not None:
+            return w
+        return super().descend(w, a, b)
+
+    def descend_bias(self, b, delta):
+        # b ← b − 1ᵀδ as one GEMV-shaped product with beta = 1, instead of a column
+        # reduction and a subtraction (two launches, in every captured step)
+        gemm = self._stream_gemm()
+        if gemm is not None and b.ndim == 1 and b.flags.c_contiguous:
+            ones = self._ones_row(delta.shape[0], delta.dtype)
+            if ones is not None and gemm(ones, delta, out=b.reshape(1, -1), alpha=-1.0,
+                                         beta=1.0) is not None:
+                return b
+        return super().descend_bias(b, delta)
+
+    _ones: dict | None = None
+
+    def _ones_row(self, m: int, dtype):
+        """A (1, m) C-contiguous row of ones, cut from one vector per dtype that grows on
+        demand; None if it would have to grow while a stream is capturing (the fill would be
+        recorded, not run). Each epoch's first step runs uncaptured at the full batch size,
+        so the vector is already long enough when the capture comes."""
+        if self._ones is None:
+            self._ones = {}
+        key = str(dtype)
+        ones = self._ones.get(key)
+        if ones is None or ones.shape[0] < m:
+            if self.raw.cuda.get_current_stream().is_capturing():
+                return None
+            ones = self._ones[key] = self.raw.ones((max(m, 1),), dtype=dtype)
+        return ones[:m].reshape(1, m)
 
     # --- row kernels: one thread per sample, for the narrow output layer ------------------
     #: why the row kernels are not in use (None while they work); tests assert it stays None
@@ -584,7 +659,9 @@ class CupyStepGraphs:
             try:
                 from bpx._cublas import Gemm
 
-                ops._gemm = Gemm(cp, self.stream)
+                gemm = Gemm(cp, self.stream)
+                gemm.check()  # a wrong library or layout must not train silently wrong
+                ops._gemm = gemm
             except Exception as exc:  # no capturable products: captures fail, steps run as written
                 ops.gemm_error = f"{type(exc).__name__}: {exc}"
         self.pool = cp.cuda.MemoryPool()

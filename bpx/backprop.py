@@ -38,16 +38,21 @@ def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops,
     z_L : array, shape (m, n_L), the output layer's pre-activation (the logits)
     """
     a = [x]
-    z = x
     L = len(activations)
-    for l, act in enumerate(activations):
-        inp = a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
-        z = ops.linear(inp, W[l], b[l])  # z^[l] = w^[l] a^[l-1] + b^[l]
-        if l == L - 1 and act.overwrites_z and ops.inplace:
-            # an in-place σ would overwrite the logits we return: give it a copy
-            a.append(act.forward(ops.xp.asarray(z, copy=True), ops))
-        else:
-            a.append(act.forward(z, ops))  # a^[l] = σ(z^[l])
+
+    def layer_input(l):  # a^[l], through the dropout mask of a hidden layer
+        return a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
+
+    for l, act in enumerate(activations[:-1]):
+        # hidden layers keep only a^[l], so a backend may fuse the bias add and σ (Ops.dense)
+        a.append(ops.dense(layer_input(l), W[l], b[l], act))  # a^[l] = σ(w^[l] a^[l-1] + b^[l])
+    out = activations[-1]
+    z = ops.linear(layer_input(L - 1), W[L - 1], b[L - 1])  # z^[L] = w^[L] a^[L-1] + b^[L]
+    if out.overwrites_z and ops.inplace:
+        # an in-place σ would overwrite the logits we return: give it a copy
+        a.append(out.forward(ops.xp.asarray(z, copy=True), ops))
+    else:
+        a.append(out.forward(z, ops))  # a^[L] = σ(z^[L])
     return a, z
 
 
@@ -108,7 +113,8 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
     descend : optional list of the L biases, for plain gradient descent with the learning
         rate folded into ``scale``: equation (4) is then applied as soon as each layer's
         gradient is known (``W[l] ← W[l] − dW[l]`` inside the product, ``Ops.descend``;
-        ``b[l] ← b[l] − db[l]``), and the lists ``W`` and ``descend`` are updated in place.
+        ``b[l] ← b[l] − db[l]``, ``Ops.descend_bias``), and the lists ``W`` and ``descend``
+        are updated in place.
 
     Returns
     -------
@@ -130,7 +136,7 @@ def backward(W: Sequence, activations: Sequence[Activation], a: Sequence, delta_
             db[l] = ops.sum_rows(delta)  # (3) db^[l] = (1/m) Σ_columns dZ^[l]  (note 2: once)
         else:
             W[l] = ops.descend(W[l], delta.mT, a_prev)  # (3)+(4) w ← w − α dw, one product
-            descend[l] = ops.sub_scaled(descend[l], ops.sum_rows(delta), 1.0)  # b ← b − α db
+            descend[l] = ops.descend_bias(descend[l], delta)  # (3)+(4) b ← b − α db
         if l > 0:
             if masks is not None:
                 g = g * masks[l - 1]  # through the dropout mask

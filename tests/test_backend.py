@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import bpx
+from bpx import activations
 from bpx import backend as B
 
 
@@ -253,6 +254,20 @@ def test_backend_fast_paths_match_portable(be, rng):
     check(fast.relu_backward(copy(g), a), ref.relu_backward(g, a))
     x, b = draw((7, 5)), draw((6,))
     check(fast.linear(x, w, b), ref.linear(x, w, b))
+    for name in ("relu", "tanh", "sigmoid", "identity"):
+        act = activations.get(name)
+        check(fast.dense(x, w, b, act), ref.dense(x, w, b, act))
+    # a NaN row: the fused bias + ReLU (CuPy) treats it as the backend's own ReLU does
+    x_nan = rng.standard_normal((7, 5))
+    x_nan[2, 1] = np.nan
+    x_nan = be.asarray(x_nan, dtype=dt)
+    got = B.to_host(fast.dense(x_nan, w, b, activations.get("relu")))
+    want = B.to_host(fast.relu(fast.linear(x_nan, w, b)))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    delta = draw((7, 6))
+    check(fast.descend(copy(w), delta.mT, x), ref.descend(w, delta.mT, x))
+    check(fast.descend_bias(copy(b), delta), ref.descend_bias(b, delta))
     m, v = draw(positive=True), draw(positive=True)
     for decay in (0.0, 1e-3):
         args = (0.01, 0.9, 0.999, 1e-8, 0.1, 0.001, decay)

@@ -126,3 +126,40 @@ def test_paired_compares_fast_paths_and_restores_them(capsys):
     assert dict(vars(backend.NumpyOps)) == before
     with pytest.raises(SystemExit):
         module.main(["--off", "nonsense"])
+    with pytest.raises(SystemExit):
+        module.main(["--off", "graphs"])  # a CuPy fast path, not NumPy's
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(SystemExit):
+            module.main(["--backend", "cupy", "--off", "graphs"])
+        assert "--backend cupy" in capsys.readouterr().err
+
+
+def test_epoch_split_fits_the_line_and_reports(capsys):
+    """benchmarks/epoch_split.py: the two-size line recovers a known fixed and per-step cost,
+    and a small real run prints every figure."""
+    module = _load_script(BENCH.parent / "epoch_split.py", "_epoch_split_under_test")
+    fixed, per_step = module.split((1024, 4096), (0.003 + 4 * 0.002, 0.003 + 16 * 0.002), 256)
+    assert fixed == pytest.approx(0.003) and per_step == pytest.approx(0.002)
+    assert module.main(["--workload", "C", "--sizes", "256,512", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for label in ("fixed cost per epoch", "per step:", "GEMM bound per step", "per step / bound"):
+        assert label in out
+    with pytest.raises(SystemExit):
+        module.main(["--workload", "C", "--sizes", "512,256"])
+    with pytest.raises(SystemExit):
+        module.main(["--workload", "C", "--sizes", "100,200"])  # not multiples of 32
+
+
+def test_gpu_check_script_parses():
+    """benchmarks/gpu_check.sh runs only on a CUDA machine; here, at least its syntax."""
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash on this machine")
+    done = subprocess.run([bash, "-n", str(BENCH.parent / "gpu_check.sh")], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr

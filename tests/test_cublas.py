@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bpx import _cublas
+from bpx import backend as B
 
 rng = np.random.default_rng(11)
 
@@ -72,6 +73,43 @@ def test_gemm_args_refuse_what_one_gemm_cannot_do():
     assert _cublas.gemm_args((2, 3, 4), (96, 32, 8), b.shape, b.strides, size) is None
 
 
+def _byte_bounds(x):
+    from numpy.lib.array_utils import byte_bounds
+
+    return byte_bounds(x)
+
+
+@pytest.mark.parametrize("view", ["C", "F", "rows", "cols", "reversed", "row", "col", "empty"])
+def test_span_is_the_byte_range_of_the_elements(view):
+    base = rng.standard_normal((6, 8)).astype(np.float32)
+    x = {"C": base, "F": np.asfortranarray(base), "rows": base[1:5:2], "cols": base[:, 2:7:3],
+         "reversed": base[::-1, ::-2], "row": base[3:4], "col": base[:, 5:6],
+         "empty": base[2:2]}[view]
+    got = _cublas.span(x.ctypes.data, x.shape, x.strides, x.itemsize)
+    if x.size == 0:
+        assert got[0] == got[1]
+    else:
+        assert got == _byte_bounds(x)
+
+
+class _Dev:
+    """What :func:`bpx._cublas.overlaps` reads of a CuPy array, from a NumPy one."""
+
+    def __init__(self, x):
+        self.shape, self.strides, self.itemsize = x.shape, x.strides, x.itemsize
+        self.data = type("Ptr", (), {"ptr": x.ctypes.data})()
+
+
+def test_overlaps():
+    base = np.zeros((8, 6))
+    assert _cublas.overlaps(_Dev(base), _Dev(base.T))
+    assert _cublas.overlaps(_Dev(base[:4]), _Dev(base[3:5]))
+    assert not _cublas.overlaps(_Dev(base[:4]), _Dev(base[4:]))
+    assert _cublas.overlaps(_Dev(base[::2]), _Dev(base[1::2]))  # interleaved: conservative
+    assert not _cublas.overlaps(_Dev(base), _Dev(np.zeros((8, 6))))
+    assert not _cublas.overlaps(_Dev(base[2:2]), _Dev(base))
+
+
 # --------------------------------------------------------------------------------------
 # On a GPU
 # --------------------------------------------------------------------------------------
@@ -121,3 +159,101 @@ def test_direct_cublas_is_used_only_on_its_stream(cupy_ops, monkeypatch):
         out = cupy_ops.matmul(a, b)
     assert calls == [1]
     cupy.testing.assert_array_equal(out, cupy.full((4, 2), 3.0, dtype=cupy.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["CC", "CF", "FC", "FF"])
+@pytest.mark.parametrize(("m", "k", "n"), [(512, 2048, 784), (10, 33, 256), (1, 64, 10)])
+def test_direct_cublas_alpha_beta_out(cupy_ops, dtype, layout, m, k, n):
+    """``out ← alpha a @ b + beta out``: the fused SGD step ``W ← W − δᵀA`` among them."""
+    import cupy
+
+    graphs = cupy_ops.step_graphs()
+    assert graphs is not None, cupy_ops.gemm_error
+
+    def make(shape, order):
+        x = cupy.asarray(rng.standard_normal(shape if order == "C" else shape[::-1]), dtype=dtype)
+        return x if order == "C" else x.T
+
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    with graphs:
+        a, b = make((m, k), layout[0]), make((k, n), layout[1])
+        for alpha, beta in ((-1.0, 1.0), (0.5, -2.0), (1.0, 0.0), (-0.25, 0.0)):
+            w = cupy.asarray(rng.standard_normal((m, n)), dtype=dtype)
+            want = alpha * cupy.matmul(a, b) + beta * w
+            got = cupy_ops._gemm(a, b, out=w, alpha=alpha, beta=beta)
+            assert got is w
+            cupy.testing.assert_allclose(w, want, rtol=rtol, atol=rtol * k ** 0.5)
+        fresh = cupy_ops._gemm(a, b, alpha=-0.5)
+        cupy.testing.assert_allclose(fresh, -0.5 * cupy.matmul(a, b), rtol=rtol, atol=rtol)
+
+
+def test_direct_cublas_declines_an_out_it_cannot_write(cupy_ops):
+    import cupy
+
+    graphs = cupy_ops.step_graphs()
+    a = cupy.ones((6, 4), dtype=cupy.float32)
+    b = cupy.ones((4, 5), dtype=cupy.float32)
+    with graphs:
+        gemm = cupy_ops._gemm
+        assert gemm(a, b, beta=1.0) is None  # no out to read
+        assert gemm(a, b, out=cupy.zeros((5, 6), dtype=cupy.float32)) is None  # shape
+        assert gemm(a, b, out=cupy.zeros((6, 5), dtype=cupy.float64)) is None  # dtype
+        assert gemm(a, b, out=cupy.zeros((5, 6), dtype=cupy.float32).T) is None  # F order
+        big = cupy.zeros((6, 10), dtype=cupy.float32)
+        assert gemm(big[:, :4], b, out=big[:, 5:]) is None  # not C-contiguous
+        sq = cupy.ones((4, 4), dtype=cupy.float32)
+        assert gemm(sq, sq, out=sq, alpha=-1.0, beta=1.0) is None  # overlaps its operands
+        cupy.testing.assert_array_equal(sq, cupy.ones((4, 4), dtype=cupy.float32))
+
+
+def test_the_self_check_passes_and_catches_a_wrong_product(cupy_ops, monkeypatch):
+    import ctypes
+
+    graphs = cupy_ops.step_graphs()
+    assert graphs is not None, cupy_ops.gemm_error
+    gemm = cupy_ops._gemm
+    gemm.check()  # the real path: no error
+    fn, _one, zero, ctype = gemm._fn["float64"]
+    monkeypatch.setitem(gemm._fn, "float64", (fn, ctypes.byref(ctype(2.0)), zero, ctype))
+    with pytest.raises(RuntimeError, match=r"computed a @ b wrongly \(float64\)"):
+        gemm.check()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m", [512, 7, 1])
+def test_fused_descent_and_bias_on_the_graph_stream(cupy_ops, monkeypatch, dtype, m):
+    """``CupyOps.descend`` / ``descend_bias`` on the graph stream (one cuBLAS call each)
+    against the portable product and subtraction, with δᵀ an F-ordered view as backward
+    passes it; elsewhere they fall back to the same result."""
+    import cupy
+
+    portable = B.Ops(cupy_ops.xp)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    graphs = cupy_ops.step_graphs()
+    delta = cupy.asarray(rng.standard_normal((m, 300)) * 0.01, dtype=dtype)
+    a_prev = cupy.asarray(rng.standard_normal((m, 200)), dtype=dtype)
+    w0 = cupy.asarray(rng.standard_normal((300, 200)), dtype=dtype)
+    b0 = cupy.asarray(rng.standard_normal((300,)), dtype=dtype)
+    want_w = portable.descend(w0.copy(), delta.T, a_prev)
+    want_b = portable.descend_bias(b0.copy(), delta)
+    calls = []
+    real = type(cupy_ops._gemm).__call__
+    monkeypatch.setattr(type(cupy_ops._gemm), "__call__",
+                        lambda self, *a, **kw: calls.append(kw.get("beta", 0.0))
+                        or real(self, *a, **kw))
+    for on_graph_stream in (True, False):
+        calls.clear()
+        w, b = w0.copy(), b0.copy()
+        if on_graph_stream:
+            with graphs:
+                got_w = cupy_ops.descend(w, delta.T, a_prev)
+                got_b = cupy_ops.descend_bias(b, delta)
+            assert calls == [1.0, 1.0]  # both by direct cuBLAS, with beta = 1
+            assert got_w is w and got_b is b
+        else:
+            got_w = cupy_ops.descend(w, delta.T, a_prev)
+            got_b = cupy_ops.descend_bias(b, delta)
+            assert calls == []
+        cupy.testing.assert_allclose(got_w, want_w, rtol=rtol, atol=rtol)
+        cupy.testing.assert_allclose(got_b, want_b, rtol=rtol, atol=rtol)

@@ -284,3 +284,17 @@ def test_adam_blas_path_skips_non_contiguous_weights(ops, rng):
     got = fast.adam(w, g.copy(), m.copy(), v.copy(), *args)
     for x_got, x_want in zip(got, want):
         _close(x_got, x_want, "float32", atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 64, 700])
+def test_descend_bias_matches_the_sum_and_subtraction(ops, rng, dtype, m):
+    """b − Σ_rows δ (equations 3 and 4 for a bias), in place on NumPy, against the portable
+    version and against the sum written out."""
+    fast, ref = ops
+    b, delta = _draw(rng, (40,), dtype), _draw(rng, (m, 40), dtype, 0.1)
+    want = ref.descend_bias(b.copy(), delta)
+    np.testing.assert_allclose(want, b - delta.sum(axis=0), rtol=TOL[dtype] * 10)
+    got = fast.descend_bias(b, delta)
+    assert got is b  # in place
+    _close(got, want, dtype, atol=TOL[dtype] * 10)

@@ -189,6 +189,35 @@ def test_graph_replays_match_the_plain_loop(cupy_fast_be, monkeypatch, kw, dtype
     np.testing.assert_allclose(graphed.history["loss"], plain.history["loss"], rtol=tol)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_descent_in_the_graphs_matches_the_separate_update(cupy_fast_be, monkeypatch,
+                                                                 dtype):
+    """Plain SGD inside the graphs updates W and b in their gradients' products (cuBLAS,
+    beta = 1); the trajectory is that of the separate dW, db and update kernels."""
+    ops = cupy_fast_be.ops
+    ops.graph_error = None
+    fit = dict(epochs=3, batch_size=32, optimizer="sgd", lr=0.1)
+    calls = []
+    real = type(ops).descend
+
+    def spy(self, w, a, b):
+        calls.append(1)
+        return real(self, w, a, b)
+
+    monkeypatch.setattr(type(ops), "descend", spy)
+    fused = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
+    assert ops.graph_error is None, ops.graph_error
+    assert calls, "the fused path was not taken"
+    monkeypatch.setattr(type(ops), "fuses_descent", False)
+    calls.clear()
+    separate = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
+    assert calls == []
+    tol = 1e-9 if dtype == "float64" else 1e-4
+    for a, b in zip(_weights(fused), _weights(separate)):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fused.history["loss"], separate.history["loss"], rtol=tol)
+
+
 def test_adam_is_not_captured_on_the_gpu(cupy_fast_be):
     replays = cupy_fast_be.ops.graph_replays
     make_net(cupy_fast_be).fit(X, Y, epochs=1, batch_size=32, optimizer="adam")
