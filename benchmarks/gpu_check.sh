@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.." || exit 2
 T0=$(date +%s)
-TEST_TIMEOUT="${TEST_TIMEOUT:-150}"
+TEST_TIMEOUT="${TEST_TIMEOUT:-180}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-230}"
 log() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/gpu_check.log"; }
 
@@ -102,12 +102,12 @@ BPX_CUPY_GRAPHS=0 timeout "${ABLATION_TIMEOUT:-45}" python3 benchmarks/bench.py 
     > "$OUT/bench-nographs.log" 2>&1
 log "benchmark without graphs: exit $?"
 # --- D in detail: the fused SGD step on and off (paired), and fixed vs per-step cost --------
-log "paired D: fused descent (cuBLAS beta = 1) on/off (cut at ${DETAIL_TIMEOUT:-60}s)"
-BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "${DETAIL_TIMEOUT:-60}" python3 benchmarks/paired.py \
+log "paired D: fused descent (cuBLAS beta = 1) on/off (cut at ${DETAIL_TIMEOUT:-45}s)"
+BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "${DETAIL_TIMEOUT:-45}" python3 benchmarks/paired.py \
     --backend cupy --workload D --off fuses_descent --pairs 8 > "$OUT/paired-D.log" 2>&1
 log "paired D: exit $?"
-log "epoch split D: fixed cost per epoch vs per step (cut at ${DETAIL_TIMEOUT:-60}s)"
-BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "${DETAIL_TIMEOUT:-60}" python3 benchmarks/epoch_split.py \
+log "epoch split D: fixed cost per epoch vs per step (cut at ${DETAIL_TIMEOUT:-45}s)"
+BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "${DETAIL_TIMEOUT:-45}" python3 benchmarks/epoch_split.py \
     --backend cupy --workload D > "$OUT/epoch-split-D.log" 2>&1
 log "epoch split D: exit $?"
 nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
