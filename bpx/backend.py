@@ -153,8 +153,10 @@ class Ops:
         return None
 
     def relu(self, z):
-        """``max(z, 0)``. In-place versions overwrite ``z``."""
-        return self.xp.where(z > 0, z, self.xp.zeros_like(z))
+        """``max(z, 0)``; a NaN stays NaN, as with ``np.maximum`` (a NaN weight must reach the
+        cost and show as divergence, not vanish into a zero). In-place versions overwrite
+        ``z``."""
+        return self.xp.where(z <= 0, self.xp.zeros_like(z), z)
 
     def linear(self, a, w, b):
         """``a @ w.T + b``: one layer's ``z``, shape (m, n_l)."""

@@ -640,6 +640,21 @@ def test_divergence_raises_with_epoch_and_step_and_keeps_finite_weights(be):
     assert_finite(net.predict_proba(X), "predict_proba after divergence")
 
 
+def test_a_nan_weight_in_a_relu_layer_is_a_divergence_on_every_backend(be):
+    """A NaN in a hidden ReLU unit's weights must reach the cost, not be zeroed by the ReLU
+    (which would leave the NaN in the weights and the loss finite: silent garbage)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((24, 4)), rng.integers(0, 3, 24)
+    net = bpx.Network([4, 6, 3], backend=be, dtype="float64", seed=0)
+    W = [np.array(to_host(w), copy=True) for w in net.weights]
+    W[0][2, :] = np.nan  # one hidden unit
+    net.set_params([be.asarray(w) for w in W], list(net.biases))
+    z = be.asarray(np.array([[np.nan, -1.0, 0.0, 2.0]]))
+    np.testing.assert_array_equal(to_host(be.ops.relu(z)), [[np.nan, 0.0, 0.0, 2.0]])
+    with pytest.raises(bpx.DivergenceError, match="non-finite at epoch 1, step 1"):
+        net.fit(X, y, epochs=2, batch_size=8, optimizer="sgd", lr=0.1)
+
+
 def test_divergence_warns_on_every_backend(be):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((24, 4)) * 1e3
