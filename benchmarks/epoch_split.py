@@ -37,7 +37,8 @@ def split(sizes: tuple[int, int], times: tuple[float, float], batch: int) -> tup
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", default="D", choices=sorted(WORKLOADS))
-    p.add_argument("--backend", default="numpy", help="bpx backend (numpy, cupy, torch, ...)")
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "torch"),
+                   help="bpx backend; the GEMM bound uses the same library")
     p.add_argument("--sizes", default=None,
                    help="two epoch sizes in samples, multiples of the batch (default: "
                         f"{GPU_SAMPLES // 2},{GPU_SAMPLES} on a GPU, a quarter on the CPU)")
