@@ -70,6 +70,11 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
     # masks, no per-batch host weight sums, an optimizer whose scalars stay put (not Adam's)
     capturable = (getattr(opt, "capturable", False) and not cfg.dropout
                   and cfg.sample_weight is None)
+    # the weights at the start of the previous epoch and of this one: an epoch whose first
+    # loss is already non-finite started from weights the previous epoch's last update broke
+    snapshots: list = [None, None]
+    checked = cfg.on_divergence != "ignore"
+    finished = False
     try:
         graphs = be.ops.step_graphs() if capturable else None
         with (_deferred_interrupt() as interrupt, be.floating_point_errors_ignored(),
@@ -79,7 +84,8 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                     opt.lr = float(cfg.lr_schedule(epoch, base_lr, logs))
                 for cb in cfg.callbacks:
                     cb.on_epoch_begin(net, epoch)
-                start_params = net.get_params() if cfg.on_divergence != "ignore" else None
+                if checked:
+                    snapshots = [snapshots[1], net.get_params()]
                 t0 = time.perf_counter()
                 with _progress_bar(cfg.verbose, math.ceil(m / b), epoch, cfg.epochs) as bar:
                     steps = _run_epoch(net, X, Y, cfg, m, b, interrupt, bar, graphs)
@@ -89,8 +95,8 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                     break
                 loss = float(be.to_host(total)) / weight_sum  # the one host read of the epoch
                 seconds = time.perf_counter() - t0
-                if not math.isfinite(loss) and cfg.on_divergence != "ignore":
-                    _diverged(net, start_params, step_costs, epoch, opt, cfg.on_divergence)
+                if not math.isfinite(loss) and checked:
+                    _diverged(net, snapshots, step_costs, epoch, opt, cfg.on_divergence)
                     break
                 logs = {"loss": loss}
                 if cfg.validation is not None:
@@ -106,7 +112,15 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                     cb.on_epoch_end(net, epoch, logs)
                 if net.stop_training or interrupt.requested:
                     interrupted = interrupt.requested
+                    finished = not interrupted
                     break
+            else:
+                finished = True
+            if finished and checked and snapshots[1] is not None:  # (epochs=0: nothing ran)
+                # the last update is not yet checked by any loss: one forward pass on the
+                # first batch, so that fit never hands back weights whose loss is non-finite
+                _check_final_weights(net, X, Y, b, snapshots[1], epoch, math.ceil(m / b), opt,
+                                     cfg.on_divergence)
     finally:
         for cb in cfg.callbacks:
             cb.on_train_end(net, logs)
@@ -269,18 +283,54 @@ def _clip_global_norm(grads, max_norm: float, xp):
     return [g * factor for g in grads]
 
 
-def _diverged(net, start_params, step_costs, epoch: int, opt, mode: str) -> None:
+def _diverged(net, snapshots, step_costs, epoch: int, opt, mode: str) -> None:
+    """Restore the last weights known to give a finite loss, then raise or warn (``mode``).
+
+    ``snapshots`` holds the weights at the start of the previous epoch (None in a fit's first
+    epoch) and of this one. The loss of a step is taken before its update, so a non-finite
+    loss at an epoch's first step means the weights this epoch started from were already
+    broken, by the previous epoch's last update: those of the previous epoch's start are
+    restored instead.
+    """
     costs = [float(c) for c in net._backend.to_host(step_costs)]
     step = next((k for k, c in enumerate(costs) if not math.isfinite(c)), len(costs) - 1)
-    net.set_params(*start_params)
-    msg = (f"training diverged: the loss became non-finite at epoch {epoch + 1}, step "
-           f"{step + 1} of {len(costs)}; the weights were restored to those at the start of "
-           f"epoch {epoch + 1}, the last known finite. Try a smaller learning rate (lr was "
-           f"{opt.lr:g}), gradient clipping (clip_norm=...) or rescaled inputs.")
-    net.history.setdefault("diverged_at", []).append((epoch + 1, step + 1))
+    if step == 0 and snapshots[0] is not None:
+        net.set_params(*snapshots[0])
+        how = (f"the last update of epoch {epoch} had already broken the weights, so they were "
+               f"restored to those at the start of epoch {epoch}, the last known finite")
+    else:
+        net.set_params(*snapshots[1])
+        how = (f"the weights were restored to those at the start of epoch {epoch + 1}, the "
+               f"last known finite")
+    _report(net, f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} of "
+                 f"{len(costs)}; {how}", (epoch + 1, step + 1), opt, mode)
+
+
+def _check_final_weights(net, X, Y, b: int, start, epoch: int, n_steps: int, opt,
+                         mode: str) -> None:
+    """After the last epoch: the loss of the final weights on the first ``b`` rows, which no
+    step has checked yet; if it is non-finite, restore ``start`` (the last epoch's starting
+    weights, whose loss was finite) and report as :func:`_diverged` does."""
+    x, y = X[:b, ...], Y[:b, ...]
+    acts = [*net.activations, net.output]
+    ops = net._backend.ops
+    a, z_L = backprop.forward(net.weights, net.biases, acts, x, ops)
+    c = backprop.cost(net.loss, net.output, a[-1], z_L, y, net.xp, ops=ops)
+    if math.isfinite(float(net._backend.to_host(c))):
+        return
+    net.set_params(*start)
+    _report(net, f"after the last step of epoch {epoch + 1} the loss on the first batch is "
+                 f"non-finite; the weights were restored to those at the start of epoch "
+                 f"{epoch + 1}, the last known finite", (epoch + 1, n_steps), opt, mode)
+
+
+def _report(net, what: str, where: tuple[int, int], opt, mode: str) -> None:
+    msg = (f"training diverged: {what}. Try a smaller learning rate (lr was {opt.lr:g}), "
+           f"gradient clipping (clip_norm=...) or rescaled inputs.")
+    net.history.setdefault("diverged_at", []).append(where)
     if mode == "raise":
         raise DivergenceError(msg)
-    warnings.warn(msg, DivergenceWarning, stacklevel=4)
+    warnings.warn(msg, DivergenceWarning, stacklevel=5)
 
 
 class _Interrupt:

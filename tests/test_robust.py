@@ -640,6 +640,41 @@ def test_divergence_raises_with_epoch_and_step_and_keeps_finite_weights(be):
     assert_finite(net.predict_proba(X), "predict_proba after divergence")
 
 
+def _full_batch_blowup(be):
+    """A full-batch run whose loss is finite for six epochs while the sixth epoch's one
+    update breaks the weights (their outputs overflow; found by a NaN audit)."""
+    r = np.random.default_rng(1)
+    X, y = r.standard_normal((24, 4)) * 1e3, r.integers(0, 3, 24)
+    net = bpx.Network([4, 6, 3], activation="relu", backend=be, seed=1, dtype="float32")
+    return net, X, y
+
+
+def test_a_divergence_at_an_epochs_first_step_restores_the_epoch_before(be):
+    """When an epoch's very first loss is non-finite, the weights it started from are the
+    broken ones (the previous epoch's last update did it): restore the previous epoch's."""
+    net, X, y = _full_batch_blowup(be)
+    with pytest.raises(bpx.DivergenceError, match=r"epoch (\d+), step 1 of 1.*start of epoch "
+                       r"(\d+)") as info:
+        net.fit(X, y, epochs=30, batch_size=24, lr=10)
+    found = re.search(r"epoch (\d+), step 1 of 1.*start of epoch (\d+)", str(info.value), re.S)
+    assert int(found[2]) == int(found[1]) - 1, str(info.value)
+    assert_finite(net.predict_proba(X), "predict_proba after the restore")
+
+
+def test_a_fit_never_returns_weights_whose_loss_is_non_finite(be):
+    """The last epoch's last update is checked too (one forward pass on the first batch)."""
+    net, X, y = _full_batch_blowup(be)
+    net.fit(X, y, epochs=5, batch_size=24, lr=10)  # fine so far
+    start = host_params(net)
+    with pytest.raises(bpx.DivergenceError, match=r"after the last step of epoch 1.*start of "
+                       r"epoch 1"):
+        net.fit(X, y, epochs=1, batch_size=24, lr=10)  # its one update breaks the weights
+    for p, q in zip(host_params(net), start, strict=True):
+        np.testing.assert_array_equal(p, q)
+    assert_finite(net.predict_proba(X), "predict_proba after the restore")
+    assert net.history["diverged_at"][-1] == (1, 1)
+
+
 def test_a_nan_weight_in_a_relu_layer_is_a_divergence_on_every_backend(be):
     """A NaN in a hidden ReLU unit's weights must reach the cost, not be zeroed by the ReLU
     (which would leave the NaN in the weights and the loss finite: silent garbage)."""

@@ -317,7 +317,7 @@ def test_reused_step_buffers_are_reused(monkeypatch):
     monkeypatch.setattr(backprop, "backward", spy_backward)
     X, y = blobs(77, n=5)
     net = bpx.Network([5, 12, 7, 3], dtype="float32", seed=3, backend="numpy")
-    net.fit(X, y, epochs=1, batch_size=16)
+    net.fit(X, y, epochs=1, batch_size=16, on_divergence="ignore")  # no final-check forward
     full = {ptr for ptr, rows in seen_x if rows == 16}
     assert len(seen_x) == 5 and len(full) == 1
     assert seen_x[-1][1] == 13 and seen_x[-1][0] not in full
