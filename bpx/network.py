@@ -257,7 +257,8 @@ class Network:
         validation_split : float in [0, 1), hold out this fraction of (X, y) as validation
             data (stratified for classifiers, drawn from the network's seeded RNG)
         sample_weight : array-like, shape (m,), non-negative; the cost becomes
-            ``Σ w_i L_i / Σ w_i``
+            ``Σ w_i L_i / Σ w_i`` (only the ratios matter: bpx rescales them to mean 1). A
+            mini-batch whose weights are all 0 is skipped: no optimizer step.
         class_weight : dict {label: weight} or "balanced"; multiplies ``sample_weight``
         dropout : float or list of floats in [0, 1), per hidden layer (inverted dropout,
             masks drawn from the seeded host RNG: reproducible on every backend)
@@ -303,6 +304,10 @@ class Network:
         sw = v.check_sample_weight(sample_weight, Xd.shape[0])
         if class_weight is not None:
             sw = self._apply_class_weight(class_weight, codes, sw)
+        if sw is not None:
+            # to mean 1 on the host (float64): the weighted cost is unchanged, and weights like
+            # 1e39 or 1e-50 no longer overflow or vanish in float32 on the device
+            sw = sw / np.mean(sw)
         val = None
         if validation_data is not None:
             if validation_split:
@@ -317,6 +322,10 @@ class Network:
                                       name="validation_data[1]"))
         elif validation_split:
             Xd, Y, codes, sw, val = self._split(Xd, Y, codes, sw, validation_split)
+            if sw is not None and not np.any(sw > 0):
+                msg = ("sample_weight: every sample left for training after "
+                       f"validation_split={validation_split} weighs 0; nothing to train on")
+                raise ValueError(msg)
         cfg = training.FitConfig(
             epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=bool(shuffle),
             validation=val, verbose=verbose, fused=fused, sample_weight=sw, dropout=dropout,

@@ -179,8 +179,11 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
         else:
             w = sw_dev[i:j]
             c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w, ops=ops)
+            w_sum = float(np.sum(sw_e[i:j]))  # host sum: no device sync
+            if w_sum == 0.0:  # every sample of the batch weighs 0: nothing to learn, no step
+                return c
             delta_L = delta_L * xp.reshape(w, (-1, 1))
-            scale = opt.prescale / float(np.sum(sw_e[i:j]))  # host sum: no device sync
+            scale = opt.prescale / w_sum
         if fused_sgd:  # (2)-(4) in one pass: each W[l] updated by its own product
             W, B = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks,
                                      descend=B)

@@ -705,6 +705,50 @@ def test_no_divergence_leaves_weights_with_non_finite_outputs():
     assert broken == 0, f"{broken} of {diverged} diverged runs left non-finite outputs"
 
 
+def test_a_batch_whose_sample_weights_are_all_zero_is_skipped(be):
+    """No division by the batch's zero weight sum: the batch is skipped, and training equals
+    training without those samples."""
+    r = np.random.default_rng(0)
+    X, y = r.standard_normal((24, 4)), r.integers(0, 3, 24)
+    w = np.ones(24)
+    w[:8] = 0.0  # the whole first batch (no shuffling)
+    kw = dict(epochs=2, batch_size=8, shuffle=False, lr=0.1)
+    weighted = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float64")
+    weighted.fit(X, y, sample_weight=w, **kw)
+    without = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float64")
+    without.fit(X[8:], y[8:], **kw)
+    for p, q in zip(host_params(weighted), host_params(without), strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(weighted.history["loss"], without.history["loss"], rtol=1e-10)
+
+
+def test_sample_weights_beyond_float32_range_only_count_as_ratios(be):
+    """1e39 each overflows float32 and 1e-50 underflows; bpx rescales weights to mean 1 on
+    the host, so both train exactly as no weights do."""
+    r = np.random.default_rng(0)
+    X, y = r.standard_normal((24, 4)), r.integers(0, 3, 24)
+    kw = dict(epochs=2, batch_size=8, lr=0.1)
+    plain = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float32").fit(X, y, **kw)
+    for value in (1e39, 1e-50):
+        net = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float32")
+        net.fit(X, y, sample_weight=np.full(24, value), **kw)
+        for p, q in zip(host_params(net), host_params(plain), strict=True):
+            np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_validation_split_leaving_only_zero_weights_is_refused():
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = X.sum(axis=1)
+    twin = bpx.Network([3, 4, 1], loss="mse", seed=0)  # the same RNG draws as ``net``
+    val_rows = twin._rng.permutation(20)[:10]  # what validation_split=0.5 will hold out
+    w = np.zeros(20)
+    w[val_rows] = 1.0
+    net = bpx.Network([3, 4, 1], loss="mse", seed=0)
+    with pytest.raises(ValueError, match=r"sample_weight: every sample left for training "
+                                         r"after validation_split=0.5 weighs 0"):
+        net.fit(X, y, sample_weight=w, validation_split=0.5, epochs=1)
+
+
 def test_a_nan_weight_in_a_relu_layer_is_a_divergence_on_every_backend(be):
     """A NaN in a hidden ReLU unit's weights must reach the cost, not be zeroed by the ReLU
     (which would leave the NaN in the weights and the loss finite: silent garbage)."""
