@@ -414,7 +414,8 @@ class Network:
                 [xp.asarray(b, copy=True) for b in self.biases])
 
     def set_params(self, weights, biases) -> None:
-        """Replace the parameters (any array library; checked against the layer shapes)."""
+        """Replace the parameters (any array library; checked against the layer shapes, and
+        finite once converted to the network's dtype)."""
         shapes = [(o, i) for i, o in zip(self.layers[:-1], self.layers[1:])]
         if len(weights) != len(shapes) or len(biases) != len(shapes):
             msg = (f"set_params needs {len(shapes)} weights and biases, got "
@@ -425,7 +426,18 @@ class Network:
                 msg = (f"layer {l}: weights must have shape {shape} and biases {(shape[0],)}, "
                        f"got {tuple(w.shape)} and {tuple(b.shape)}")
                 raise ValueError(msg)
-        self._set_params(list(weights), list(biases))
+        old = (self.weights, self.biases)
+        with np.errstate(over="ignore"):  # an overflowing cast is reported below, by name
+            self._set_params(list(weights), list(biases))
+        xp = self.xp
+        for name, params in (("weights", self.weights), ("biases", self.biases)):
+            for l, p in enumerate(params):
+                if not bool(self._backend.to_host(xp.all(xp.isfinite(p)))):
+                    self.weights, self.biases = old
+                    msg = (f"set_params: {name}[{l}] holds NaN or infinity once converted to "
+                           f"{self.dtype} (values beyond its range become infinite); the "
+                           f"parameters were left unchanged")
+                    raise ValueError(msg)
 
     def save(self, path) -> None:
         """Write the network (weights, configuration, classes, history) to one file.

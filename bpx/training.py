@@ -298,11 +298,11 @@ def _diverged(net, snapshots, step_costs, epoch: int, opt, mode: str) -> None:
     costs = [float(c) for c in net._backend.to_host(step_costs)]
     step = next((k for k, c in enumerate(costs) if not math.isfinite(c)), len(costs) - 1)
     if step == 0 and snapshots[0] is not None:
-        net.set_params(*snapshots[0])
+        net._set_params(*snapshots[0])  # as they were: no checks to fail
         how = (f"the last update of epoch {epoch} had already broken the weights, so they were "
                f"restored to those at the start of epoch {epoch}, the last known finite")
     else:
-        net.set_params(*snapshots[1])
+        net._set_params(*snapshots[1])
         how = (f"the weights were restored to those at the start of epoch {epoch + 1}, the "
                f"last known finite")
     _report(net, f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} of "
@@ -321,7 +321,7 @@ def _check_final_weights(net, X, Y, b: int, start, epoch: int, n_steps: int, opt
     c = backprop.cost(net.loss, net.output, a[-1], z_L, y, net.xp, ops=ops)
     if math.isfinite(float(net._backend.to_host(c))):
         return
-    net.set_params(*start)
+    net._set_params(*start)
     _report(net, f"after the last step of epoch {epoch + 1} the loss on the first batch is "
                  f"non-finite; the weights were restored to those at the start of epoch "
                  f"{epoch + 1}, the last known finite", (epoch + 1, n_steps), opt, mode)

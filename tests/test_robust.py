@@ -749,6 +749,20 @@ def test_validation_split_leaving_only_zero_weights_is_refused():
         net.fit(X, y, sample_weight=w, validation_split=0.5, epochs=1)
 
 
+@pytest.mark.parametrize(("value", "dtype"), [(np.nan, "float64"), (np.inf, "float64"),
+                                             (1e39, "float32")])
+def test_set_params_refuses_non_finite_values_and_changes_nothing(be, value, dtype):
+    net = bpx.Network([4, 6, 3], backend=be, seed=0, dtype=dtype)
+    before = host_params(net)
+    W = [np.array(to_host(w), dtype=np.float64) for w in net.weights]
+    W[1][0, 2] = value
+    with pytest.raises(ValueError, match=rf"set_params: weights\[1\] holds NaN or infinity "
+                                         rf"once converted to {dtype}"):
+        net.set_params(W, [to_host(b) for b in net.biases])
+    for p, q in zip(host_params(net), before, strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
 def test_a_nan_weight_in_a_relu_layer_is_a_divergence_on_every_backend(be):
     """A NaN in a hidden ReLU unit's weights must reach the cost, not be zeroed by the ReLU
     (which would leave the NaN in the weights and the loss finite: silent garbage)."""
@@ -756,8 +770,8 @@ def test_a_nan_weight_in_a_relu_layer_is_a_divergence_on_every_backend(be):
     X, y = rng.standard_normal((24, 4)), rng.integers(0, 3, 24)
     net = bpx.Network([4, 6, 3], backend=be, dtype="float64", seed=0)
     W = [np.array(to_host(w), copy=True) for w in net.weights]
-    W[0][2, :] = np.nan  # one hidden unit
-    net.set_params([be.asarray(w) for w in W], list(net.biases))
+    W[0][2, :] = np.nan  # one hidden unit (set_params refuses this; a loaded file may hold it)
+    net.weights = [be.asarray(w) for w in W]
     z = be.asarray(np.array([[np.nan, -1.0, 0.0, 2.0]]))
     np.testing.assert_array_equal(to_host(be.ops.relu(z)), [[np.nan, 0.0, 0.0, 2.0]])
     with pytest.raises(bpx.DivergenceError, match="non-finite at epoch 1, step 1"):
