@@ -331,6 +331,12 @@ class Network:
             validation=val, verbose=verbose, fused=fused, sample_weight=sw, dropout=dropout,
             clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
             on_divergence=on_divergence)
+        bad = self._first_non_finite()
+        if bad is not None:  # e.g. a loaded file saved after on_divergence="ignore"
+            msg = (f"fit: the network's {bad} holds NaN or infinity, and training cannot start "
+                   f"from it; give finite parameters with set_params(...) or build a new "
+                   f"Network")
+            raise ValueError(msg)
         self.optimizer_ = opt
         with self._memory_hint("fit", batch_size, Xd.shape[0]):
             training.train(self, Xd, Y, codes, cfg)
@@ -429,15 +435,23 @@ class Network:
         old = (self.weights, self.biases)
         with np.errstate(over="ignore"):  # an overflowing cast is reported below, by name
             self._set_params(list(weights), list(biases))
+        bad = self._first_non_finite()
+        if bad is not None:
+            self.weights, self.biases = old
+            msg = (f"set_params: {bad} holds NaN or infinity once converted to {self.dtype} "
+                   f"(values beyond its range become infinite); the parameters were left "
+                   f"unchanged")
+            raise ValueError(msg)
+
+    def _first_non_finite(self) -> str | None:
+        """The name of the first parameter array holding NaN or ±inf (``"weights[1]"``), or
+        None when all are finite."""
         xp = self.xp
         for name, params in (("weights", self.weights), ("biases", self.biases)):
             for l, p in enumerate(params):
                 if not bool(self._backend.to_host(xp.all(xp.isfinite(p)))):
-                    self.weights, self.biases = old
-                    msg = (f"set_params: {name}[{l}] holds NaN or infinity once converted to "
-                           f"{self.dtype} (values beyond its range become infinite); the "
-                           f"parameters were left unchanged")
-                    raise ValueError(msg)
+                    return f"{name}[{l}]"
+        return None
 
     def save(self, path) -> None:
         """Write the network (weights, configuration, classes, history) to one file.
@@ -487,6 +501,15 @@ class Network:
         if self.is_classifier:
             self._check_fitted()
             a = self._output_guarded(X, batch_size, "predict")
+            xp = self.xp
+            n_bad = int(self._backend.to_host(
+                xp.sum(xp.astype(~xp.all(xp.isfinite(a), axis=1), xp.int64))))
+            if n_bad:  # argmax of a NaN row would be a confident-looking class 0
+                msg = (f"predict: the network's outputs are NaN or infinite for {n_bad} of "
+                       f"{a.shape[0]} samples, and those have no class label; its parameters "
+                       f"hold NaN or infinity, or these inputs overflow them "
+                       f"(predict_proba returns the outputs as they are)")
+                raise ValueError(msg)
             idx = self._predicted_codes(a)
             return self.classes_[self._backend.to_host(idx)]
         a = self._output_guarded(X, batch_size, "predict")

@@ -369,7 +369,7 @@ def evaluate(net, X, Y, codes, batch_size) -> dict[str, float]:
     step = m if batch_size is None else batch_size
     acts = [*net.activations, net.output]
     total = 0.0
-    correct = 0
+    correct = bad = 0
     for i in range(0, m, step):
         j = min(i + step, m)
         x, y = X[i:j, ...], Y[i:j, ...]
@@ -378,9 +378,11 @@ def evaluate(net, X, Y, codes, batch_size) -> dict[str, float]:
         if codes is not None:
             hits = net._predicted_codes(a[-1]) == codes[i:j]
             correct = correct + xp.sum(xp.astype(hits, xp.int64))
+            bad = bad + xp.sum(xp.astype(~xp.all(xp.isfinite(a[-1]), axis=1), xp.int64))
     out = {"loss": float(be.to_host(total)) / m}
     if codes is not None:
-        out["accuracy"] = int(be.to_host(correct)) / m
+        # a non-finite output has no label (its argmax would be class 0): no accuracy either
+        out["accuracy"] = math.nan if int(be.to_host(bad)) else int(be.to_host(correct)) / m
     return out
 
 

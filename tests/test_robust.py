@@ -763,18 +763,48 @@ def test_set_params_refuses_non_finite_values_and_changes_nothing(be, value, dty
         np.testing.assert_array_equal(p, q)
 
 
-def test_a_nan_weight_in_a_relu_layer_is_a_divergence_on_every_backend(be):
-    """A NaN in a hidden ReLU unit's weights must reach the cost, not be zeroed by the ReLU
-    (which would leave the NaN in the weights and the loss finite: silent garbage)."""
+def test_predict_refuses_non_finite_outputs_and_evaluate_has_no_accuracy(be):
+    """Non-finite outputs (here: a NaN weight, as a file saved after on_divergence="ignore"
+    may hold) have no class label: predict says so instead of answering class 0, evaluate
+    gives NaN accuracy, and predict_proba returns the outputs as they are."""
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((24, 4)), rng.integers(0, 3, 24)
     net = bpx.Network([4, 6, 3], backend=be, dtype="float64", seed=0)
+    net.fit(X, y, epochs=1, batch_size=8)
     W = [np.array(to_host(w), copy=True) for w in net.weights]
-    W[0][2, :] = np.nan  # one hidden unit (set_params refuses this; a loaded file may hold it)
+    W[1][:, :] = np.nan
     net.weights = [be.asarray(w) for w in W]
+    with pytest.raises(ValueError, match=r"predict: the network's outputs are NaN or "
+                                         r"infinite for 24 of 24 samples"):
+        net.predict(X)
+    scores = net.evaluate(X, y)
+    assert math.isnan(scores["loss"]) and math.isnan(scores["accuracy"])
+    assert np.isnan(to_host(net.predict_proba(X))).all()
+
+
+def test_relu_keeps_nan_on_every_backend(be):
+    """A NaN reaching a hidden ReLU must reach the cost, not be zeroed (which would leave a
+    NaN in the weights behind a finite loss: silent garbage)."""
     z = be.asarray(np.array([[np.nan, -1.0, 0.0, 2.0]]))
     np.testing.assert_array_equal(to_host(be.ops.relu(z)), [[np.nan, 0.0, 0.0, 2.0]])
-    with pytest.raises(bpx.DivergenceError, match="non-finite at epoch 1, step 1"):
+
+
+@pytest.mark.parametrize(("act", "where", "value"), [("relu", "weights", np.nan),
+                                                     ("relu", "biases", -np.inf),
+                                                     ("tanh", "weights", np.inf),
+                                                     ("sigmoid", "biases", -np.inf)])
+def test_fit_refuses_to_start_from_non_finite_parameters(be, act, where, value):
+    """Behind ReLU, tanh or sigmoid a non-finite parameter can leave the loss finite (they
+    map ±inf to finite values), so training would carry it along unseen; fit refuses to
+    start, the same way on every backend."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((24, 4)), rng.integers(0, 3, 24)
+    net = bpx.Network([4, 6, 3], activation=act, backend=be, dtype="float64", seed=0)
+    params = [np.array(to_host(p), copy=True) for p in getattr(net, where)]
+    params[0][2, ...] = value  # one hidden unit (set_params refuses this; a file may hold it)
+    setattr(net, where, [be.asarray(p) for p in params])
+    with pytest.raises(ValueError, match=rf"fit: the network's {where}\[0\] holds NaN or "
+                                         r"infinity, and training cannot start from it"):
         net.fit(X, y, epochs=2, batch_size=8, optimizer="sgd", lr=0.1)
 
 
