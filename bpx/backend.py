@@ -176,8 +176,11 @@ class Ops:
         return a @ b
 
     def relu_backward(self, g, a):
-        """``g ⊙ 1[a > 0]``: ReLU's σ' applied through its saved output."""
-        return self.xp.where(a > 0, g, self.xp.zeros_like(g))
+        """``g ⊙ 1[a > 0]``: ReLU's σ' applied through its saved output. A product, not a
+        selection: an infinite or NaN ``g`` at an inactive unit gives NaN (as NumPy's
+        ``g * mask`` does), so a gradient that overflowed shows up as divergence on every
+        backend instead of being masked on some."""
+        return g * self.xp.astype(a > 0, g.dtype)
 
     #: whether training should hand plain-SGD updates to :meth:`descend` (the product and the
     #: update in one operation; NumPy with its bundled OpenBLAS)
@@ -458,7 +461,9 @@ class CupyOps(InplaceOps):
             "v = b2 * v + (1 - b2) * g * g;"
             "w = keep * w - lr_c1 * m / (sqrt(v / c2) + eps);",
             "bpx_adam")
-        self._relu_backward = k("T g, T a", "T out", "out = a > 0 ? g : (T)0",
+        # g * 1[a > 0] as a product, as in Ops.relu_backward (inf or NaN g at an inactive
+        # unit gives NaN, not 0)
+        self._relu_backward = k("T g, T a", "T out", "out = g * (T)(a > 0)",
                                 "bpx_relu_backward")
         self._sub_scaled = k("T g, T lr", "T w", "w -= lr * g", "bpx_sub_scaled")
         # z ← max(z + b, 0) with b broadcast along the rows; a NaN stays NaN (as in

@@ -782,6 +782,16 @@ def test_predict_refuses_non_finite_outputs_and_evaluate_has_no_accuracy(be):
     assert np.isnan(to_host(net.predict_proba(X))).all()
 
 
+def test_relu_backward_lets_an_overflowed_gradient_through_on_every_backend(be):
+    """inf or NaN in g at an inactive unit gives NaN (a product, g · 1[a > 0]), the same on
+    every backend: an overflowed gradient must show as divergence everywhere or nowhere."""
+    g = be.asarray(np.array([[np.inf, -np.inf, np.nan, 2.0, np.inf]]))
+    a = be.asarray(np.array([[0.0, 0.0, 0.0, 0.0, 1.0]]))
+    with be.floating_point_errors_ignored():  # as in training: inf * 0 is expected here
+        got = to_host(be.ops.relu_backward(g, a))
+    np.testing.assert_array_equal(got, [[np.nan, np.nan, np.nan, 0.0, np.inf]])
+
+
 def test_relu_keeps_nan_on_every_backend(be):
     """A NaN reaching a hidden ReLU must reach the cost, not be zeroed (which would leave a
     NaN in the weights behind a finite loss: silent garbage)."""
