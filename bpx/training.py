@@ -283,6 +283,9 @@ def _clip_global_norm(grads, max_norm: float, xp):
     sq = [xp.sum(g * g) for g in grads]
     norm = xp.sqrt(sum(sq[1:], sq[0]))
     factor = xp.where(norm > max_norm, max_norm / (norm + 1e-30), xp.ones_like(norm))
+    # a norm that overflowed (float32: above ~1.8e19) would make the factor 0 and freeze
+    # training without a word; NaN instead, so that the next loss reports the divergence
+    factor = xp.where(xp.isfinite(norm), factor, xp.full_like(norm, math.nan))
     return [g * factor for g in grads]
 
 

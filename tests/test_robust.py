@@ -782,6 +782,26 @@ def test_predict_refuses_non_finite_outputs_and_evaluate_has_no_accuracy(be):
     assert np.isnan(to_host(net.predict_proba(X))).all()
 
 
+def test_clipping_an_overflowed_gradient_norm_is_a_divergence_not_a_freeze(be):
+    """float32 gradients whose squared norm overflows: the clip factor must not become 0
+    (every update zeroed, loss frozen, nothing said); fit reports a divergence instead."""
+    from bpx import training
+
+    xp, f32 = be.xp, be.dtype("float32")
+    grads = [be.asarray(np.array([3e19, 1.0]), dtype=f32), be.asarray(np.array([1.0, 2.0]),
+                                                                      dtype=f32)]
+    with be.floating_point_errors_ignored():
+        clipped = training._clip_global_norm(grads, 1.0, xp)
+    assert all(np.isnan(to_host(g)).all() for g in clipped)
+    finite = training._clip_global_norm([be.asarray(np.array([3.0, 4.0]), dtype=f32)], 1.0, xp)
+    np.testing.assert_allclose(to_host(finite[0]), [0.6, 0.8], rtol=1e-6)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((24, 4)) * 1e20, rng.integers(0, 3, 24)
+    net = bpx.Network([4, 6, 3], backend=be, dtype="float32", seed=0)
+    with pytest.raises(bpx.DivergenceError):
+        net.fit(X, y, epochs=3, batch_size=8, optimizer="adam", lr=0.01, clip_norm=1.0)
+
+
 def test_relu_backward_lets_an_overflowed_gradient_through_on_every_backend(be):
     """inf or NaN in g at an inactive unit gives NaN (a product, g · 1[a > 0]), the same on
     every backend: an overflowed gradient must show as divergence everywhere or nowhere."""
