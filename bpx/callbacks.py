@@ -74,6 +74,7 @@ class EarlyStopping(Callback):
     def on_train_begin(self, net):
         self.best, self.best_epoch, self.wait, self.stopped_epoch = None, None, 0, None
         self._best_params = None
+        self._divergences = len(net.history.get("diverged_at", []))
 
     def on_epoch_end(self, net, epoch, logs):
         key, value = _monitor_value(logs, self.monitor)
@@ -81,7 +82,8 @@ class EarlyStopping(Callback):
             msg = f"EarlyStopping monitors {key!r}, which the logs lack: {sorted(logs)}"
             raise KeyError(msg)
         sign = -1.0 if key.endswith("accuracy") else 1.0
-        if self.best is None or sign * value < sign * self.best - self.min_delta:
+        if math.isfinite(value) and (self.best is None
+                                     or sign * value < sign * self.best - self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self._best_params = net.get_params()
@@ -92,7 +94,10 @@ class EarlyStopping(Callback):
                 net.stop_training = True
 
     def on_train_end(self, net, logs):
-        if self.restore_best_weights and self._best_params is not None:
+        # after a divergence, fit has already put back the last weights known finite; the
+        # best weights were copied after an update no loss had checked, and may be broken
+        diverged = len(net.history.get("diverged_at", [])) > self._divergences
+        if self.restore_best_weights and self._best_params is not None and not diverged:
             net.set_params(*self._best_params)
 
 
@@ -111,7 +116,8 @@ class ModelCheckpoint(Callback):
         key, value = _monitor_value(logs, self.monitor)
         if self.save_best_only:
             sign = -1.0 if key.endswith("accuracy") else 1.0
-            if value is None or (self.best is not None and sign * value >= sign * self.best):
+            if (value is None or not math.isfinite(value)
+                    or (self.best is not None and sign * value >= sign * self.best)):
                 return
             self.best = value
         net.save(self.path.format(epoch=epoch + 1, **logs))

@@ -295,7 +295,13 @@ def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray) -> None:
     b0 = np.asarray(to_host(net.biases[0]), dtype=np.float64) - W0 @ mean
     host = [np.asarray(to_host(w)) for w in net.weights]
     hostb = [np.asarray(to_host(b)) for b in net.biases]
-    net.set_params([W0, *host[1:]], [b0, *hostb[1:]])
+    try:
+        net.set_params([W0, *host[1:]], [b0, *hostb[1:]])
+    except ValueError:  # W / s beyond the dtype's range: a column with a tiny, nonzero std
+        raise DataError(f"--standardize: folding the scaling into the first layer overflows "
+                        f"{net.dtype} (the smallest column standard deviation is "
+                        f"{float(np.min(scale)):.3g}); use --dtype float64 or drop that "
+                        f"column") from None
 
 
 def _check_writable(path: str, option: str) -> None:

@@ -736,7 +736,8 @@ def from_torch_state_dict(state_dict, net):
             msg = (f"state_dict[{key!r}] has shape {a.shape}, but layer {l} of a network with "
                    f"layers {net.layers} needs {shape}")
             raise ValueError(msg)
-        params[key] = np.array(a, dtype=np.dtype(net.dtype), copy=True)
+        with np.errstate(over="ignore"):  # set_params names a value the cast overflowed
+            params[key] = np.array(a, dtype=np.dtype(net.dtype), copy=True)
     L = len(net.layers) - 1
     net.set_params([params[f"{2 * l}.weight"] for l in range(L)],
                    [params[f"{2 * l}.bias"] for l in range(L)])

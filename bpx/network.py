@@ -269,7 +269,8 @@ class Network:
             the best weights
         callbacks : sequence of :class:`bpx.callbacks.Callback`
         on_divergence : "raise" (default), "warn" or "ignore" — what a non-finite epoch loss
-            does; "raise" and "warn" first restore the weights of the epoch's start
+            does; "raise" and "warn" first restore the last weights known to give a finite
+            loss (docs/errors.md)
         verbose : print one line per epoch
         fused : use ``δ^[L] = a − y`` for the canonical output/loss pairs
 
@@ -288,6 +289,14 @@ class Network:
         if on_divergence not in ("raise", "warn", "ignore"):
             msg = f"on_divergence must be 'raise', 'warn' or 'ignore', got {on_divergence!r}"
             raise ValueError(msg)
+        # before anything changes (classes_, the RNG): e.g. a file saved after
+        # on_divergence="ignore"
+        bad = self._first_non_finite()
+        if bad is not None:
+            msg = (f"fit: the network's {bad} holds NaN or infinity, and training cannot start "
+                   f"from it; give finite parameters with set_params(...) or build a new "
+                   f"Network")
+            raise ValueError(msg)
         dropout = _check_dropout(dropout, len(self.layers) - 2)
         if clip_norm is not None:
             clip_norm = _positive_float("clip_norm", clip_norm)
@@ -305,8 +314,14 @@ class Network:
         if class_weight is not None:
             sw = self._apply_class_weight(class_weight, codes, sw)
         if sw is not None:
-            # to mean 1 on the host (float64): the weighted cost is unchanged, and weights like
-            # 1e39 or 1e-50 no longer overflow or vanish in float32 on the device
+            if not np.any(sw > 0):
+                msg = ("sample_weight and class_weight together give every sample a weight of "
+                       "0; nothing to train on")
+                raise ValueError(msg)
+            # to mean 1 on the host (float64; by the max first, so the mean cannot
+            # overflow): the weighted cost is unchanged, and weights like 1e39 or 1e-50 no
+            # longer overflow or vanish in float32 on the device
+            sw = sw / np.max(sw)
             sw = sw / np.mean(sw)
         val = None
         if validation_data is not None:
@@ -331,12 +346,6 @@ class Network:
             validation=val, verbose=verbose, fused=fused, sample_weight=sw, dropout=dropout,
             clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
             on_divergence=on_divergence)
-        bad = self._first_non_finite()
-        if bad is not None:  # e.g. a loaded file saved after on_divergence="ignore"
-            msg = (f"fit: the network's {bad} holds NaN or infinity, and training cannot start "
-                   f"from it; give finite parameters with set_params(...) or build a new "
-                   f"Network")
-            raise ValueError(msg)
         self.optimizer_ = opt
         with self._memory_hint("fit", batch_size, Xd.shape[0]):
             training.train(self, Xd, Y, codes, cfg)
@@ -447,10 +456,12 @@ class Network:
         """The name of the first parameter array holding NaN or ±inf (``"weights[1]"``), or
         None when all are finite."""
         xp = self.xp
-        for name, params in (("weights", self.weights), ("biases", self.biases)):
-            for l, p in enumerate(params):
-                if not bool(self._backend.to_host(xp.all(xp.isfinite(p)))):
-                    return f"{name}[{l}]"
+        params = [*self.weights, *self.biases]
+        flags = self._backend.to_host(xp.stack([xp.all(xp.isfinite(p)) for p in params]))
+        L = len(self.weights)
+        for k, ok in enumerate(flags):  # one host read for all of them
+            if not ok:
+                return f"weights[{k}]" if k < L else f"biases[{k - L}]"
         return None
 
     def save(self, path) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.metrics import r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
     from sklearn.utils.class_weight import compute_class_weight
@@ -673,8 +673,15 @@ class BPXClassifier(ClassifierMixin, _BPXBase):
         return {"X": X, "T": T, "codes": codes.astype(np.int64), "y": y}
 
     def _validation_score(self, Xv, y_val, sw_val) -> float:
-        pred = self.network_.predict(Xv)
-        return float(accuracy_score(y_val, pred, sample_weight=sw_val))
+        # not network_.predict, which refuses non-finite outputs: here such a row is simply
+        # wrong, and the divergence check that follows the epoch deals with the weights
+        net = self.network_
+        a = net._output_guarded(Xv, None, "predict")
+        xp = net.xp
+        finite = to_host(xp.all(xp.isfinite(a), axis=1))
+        pred = net.classes_[to_host(net._predicted_codes(a))]
+        correct = (pred == np.asarray(y_val)) & finite
+        return float(np.average(correct, weights=sw_val))
 
     def predict(self, X):
         """Class labels, shape (n_samples,), a NumPy array of ``classes_``'s dtype."""

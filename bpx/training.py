@@ -9,7 +9,9 @@ host once per epoch: no host synchronization inside an epoch.
 
 Faults are contained here: ``Ctrl-C`` is deferred to the end of the current step, so the
 network keeps the weights of the last completed step; a non-finite epoch loss restores the
-weights the epoch started from (the last ones known finite) and raises or warns.
+last weights known to give a finite loss (those the epoch started from, or the previous
+epoch's when the epoch's first loss is already non-finite) and raises or warns; after the
+last epoch, one forward pass on the first batch checks the last update.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                 finished = True
             if finished and checked and snapshots[1] is not None:  # (epochs=0: nothing ran)
                 # the last update is not yet checked by any loss: one forward pass on the
-                # first batch, so that fit never hands back weights whose loss is non-finite
+                # first (unshuffled) batch catches weights it broke
                 _check_final_weights(net, X, Y, b, snapshots[1], epoch, math.ceil(m / b), opt,
                                      cfg.on_divergence)
     finally:
@@ -280,12 +282,12 @@ def _clip_global_norm(grads, max_norm: float, xp):
 
     Stays on the device (no host read): the factor is a 0-d array.
     """
-    sq = [xp.sum(g * g) for g in grads]
+    # the squares summed in float64: in float32 a norm above ~1.8e19 overflowed, the factor
+    # became 0 and every update vanished without a word
+    sq = [xp.sum(xp.square(xp.astype(g, xp.float64))) for g in grads]
     norm = xp.sqrt(sum(sq[1:], sq[0]))
     factor = xp.where(norm > max_norm, max_norm / (norm + 1e-30), xp.ones_like(norm))
-    # a norm that overflowed (float32: above ~1.8e19) would make the factor 0 and freeze
-    # training without a word; NaN instead, so that the next loss reports the divergence
-    factor = xp.where(xp.isfinite(norm), factor, xp.full_like(norm, math.nan))
+    factor = xp.astype(factor, grads[0].dtype)
     return [g * factor for g in grads]
 
 
@@ -304,6 +306,11 @@ def _diverged(net, snapshots, step_costs, epoch: int, opt, mode: str) -> None:
         net._set_params(*snapshots[0])  # as they were: no checks to fail
         how = (f"the last update of epoch {epoch} had already broken the weights, so they were "
                f"restored to those at the start of epoch {epoch}, the last known finite")
+    elif step == 0:
+        net._set_params(*snapshots[1])
+        how = ("the weights this fit started from already give a non-finite loss on that "
+               "batch (an earlier fit's last update, or inputs they overflow on), and were "
+               "left as they were")
     else:
         net._set_params(*snapshots[1])
         how = (f"the weights were restored to those at the start of epoch {epoch + 1}, the "

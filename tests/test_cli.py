@@ -549,3 +549,12 @@ def test_bench_without_main_exits_1(capsys, fake_bench):
     fake_bench.write_text("x = 1\n")
     code, _, err = run(capsys, "bench")
     assert_failed(code, err, "bench", "has no main(argv) function")
+
+
+def test_standardization_that_overflows_the_dtype_is_a_data_error():
+    """A column with a tiny but nonzero std makes W / std overflow float32 when the scaling
+    is folded into the first layer: a clear DataError, not a ValueError from set_params."""
+    net = bpx.Network([2, 3, 1], loss="mse", seed=0, dtype="float32")
+    with pytest.raises(cli.DataError, match=r"--standardize: folding the scaling .* overflows "
+                                            r"float32 .* 1e-39"):
+        cli._fold_standardization(net, np.zeros(2), np.array([1.0, 1e-39]))

@@ -675,11 +675,13 @@ def test_a_fit_never_returns_weights_whose_loss_is_non_finite(be):
     assert net.history["diverged_at"][-1] == (1, 1)
 
 
-def test_no_divergence_leaves_weights_with_non_finite_outputs():
+@pytest.mark.parametrize("early_stopping", [False, 2])
+def test_no_divergence_leaves_weights_with_non_finite_outputs(early_stopping):
     """A sweep of 384 small runs that blow up (classification and regression, ReLU and tanh,
     SGD and momentum, four learning rates, two batch sizes, two input scales, three seeds):
     after every reported divergence the network's outputs are finite. Before the
-    two-snapshot restore, 59 of the 272 runs that diverged left them non-finite."""
+    two-snapshot restore, 59 of the 272 runs that diverged left them non-finite; with early
+    stopping, restoring its best weights after a divergence undid the restore in 8 of 210."""
     import itertools
     import warnings
 
@@ -695,14 +697,52 @@ def test_no_divergence_leaves_weights_with_non_finite_outputs():
                           seed=seed, dtype="float32")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the divergence warnings, and overflow in predict
-            net.fit(X, y, epochs=30, batch_size=bs, optimizer=opt, lr=lr, on_divergence="warn")
+            net.fit(X, y, epochs=30, batch_size=bs, optimizer=opt, lr=lr, on_divergence="warn",
+                    early_stopping=early_stopping)
             if not net.history.get("diverged_at"):
                 continue
             out = to_host(net.predict_proba(X) if task == "clf" else net.predict(X))
         diverged += 1
         broken += not np.isfinite(out).all()
-    assert diverged > 200  # the sweep does exercise divergence
+    assert diverged > 150  # the sweep does exercise divergence
     assert broken == 0, f"{broken} of {diverged} diverged runs left non-finite outputs"
+
+
+def test_callbacks_never_take_a_non_finite_value_for_an_improvement(tmp_path):
+    net = bpx.Network([4, 6, 3], seed=0)
+    stop = bpx.callbacks.EarlyStopping(monitor="val_accuracy", patience=5,
+                                       restore_best_weights=True)
+    stop.on_train_begin(net)
+    stop.on_epoch_end(net, 0, {"val_accuracy": math.nan})
+    assert stop.best is None and stop._best_params is None
+    stop.on_epoch_end(net, 1, {"val_accuracy": 0.5})
+    stop.on_epoch_end(net, 2, {"val_accuracy": math.nan})
+    assert stop.best == 0.5 and stop.best_epoch == 1
+    check = bpx.callbacks.ModelCheckpoint(tmp_path / "best-{epoch}.bpx", monitor="val_accuracy",
+                                          save_best_only=True)
+    for epoch, value in enumerate([0.5, math.nan, 0.4, 0.6]):
+        check.on_epoch_end(net, epoch, {"val_accuracy": value})
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["best-1.bpx", "best-4.bpx"]
+
+
+def test_a_refused_fit_changes_nothing():
+    X, y = np.random.default_rng(0).standard_normal((20, 3)), np.array(list("abcd") * 5)
+    net = bpx.Network([3, 4, 4], seed=0, dtype="float64")
+    net.weights = [net.xp.asarray(np.full((4, 3), np.nan)), net.weights[1]]
+    state = net._rng.bit_generator.state
+    with pytest.raises(ValueError, match=r"fit: the network's weights\[0\] holds NaN"):
+        net.fit(X, y, validation_split=0.5, epochs=1)
+    assert not hasattr(net, "classes_") or net.classes_ is None
+    assert net._rng.bit_generator.state == state
+
+
+def test_class_weight_zeroing_every_sample_is_refused():
+    X, y = np.random.default_rng(0).standard_normal((12, 3)), np.arange(12) % 3
+    with pytest.raises(ValueError, match="give every sample a weight of 0"):
+        bpx.Network([3, 4, 3], seed=0).fit(X, y, class_weight={0: 0, 1: 0, 2: 0}, epochs=1)
+    with pytest.raises(ValueError, match="give every sample a weight of 0"):
+        bpx.Network([3, 4, 3], seed=0).fit(X, y, sample_weight=(y == 0).astype(float),
+                                           class_weight={0: 0, 1: 1, 2: 1}, epochs=1)
 
 
 def test_a_batch_whose_sample_weights_are_all_zero_is_skipped(be):
@@ -712,7 +752,7 @@ def test_a_batch_whose_sample_weights_are_all_zero_is_skipped(be):
     X, y = r.standard_normal((24, 4)), r.integers(0, 3, 24)
     w = np.ones(24)
     w[:8] = 0.0  # the whole first batch (no shuffling)
-    kw = dict(epochs=2, batch_size=8, shuffle=False, lr=0.1)
+    kw = dict(epochs=2, batch_size=8, shuffle=False, lr=0.1, optimizer="momentum")
     weighted = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float64")
     weighted.fit(X, y, sample_weight=w, **kw)
     without = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float64")
@@ -729,7 +769,7 @@ def test_sample_weights_beyond_float32_range_only_count_as_ratios(be):
     X, y = r.standard_normal((24, 4)), r.integers(0, 3, 24)
     kw = dict(epochs=2, batch_size=8, lr=0.1)
     plain = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float32").fit(X, y, **kw)
-    for value in (1e39, 1e-50):
+    for value in (1e39, 1e-50, 1e308):
         net = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float32")
         net.fit(X, y, sample_weight=np.full(24, value), **kw)
         for p, q in zip(host_params(net), host_params(plain), strict=True):
@@ -782,24 +822,27 @@ def test_predict_refuses_non_finite_outputs_and_evaluate_has_no_accuracy(be):
     assert np.isnan(to_host(net.predict_proba(X))).all()
 
 
-def test_clipping_an_overflowed_gradient_norm_is_a_divergence_not_a_freeze(be):
-    """float32 gradients whose squared norm overflows: the clip factor must not become 0
-    (every update zeroed, loss frozen, nothing said); fit reports a divergence instead."""
+def test_clipping_a_gradient_whose_float32_squared_norm_overflows(be):
+    """float32 gradients with a norm of 3e19 (its square overflows float32): the clip still
+    scales them to max_norm, instead of a factor of 0 that zeroed every update and froze the
+    loss without a word; and training with clip_norm on inputs of 1e20 makes progress."""
     from bpx import training
 
     xp, f32 = be.xp, be.dtype("float32")
     grads = [be.asarray(np.array([3e19, 1.0]), dtype=f32), be.asarray(np.array([1.0, 2.0]),
                                                                       dtype=f32)]
-    with be.floating_point_errors_ignored():
-        clipped = training._clip_global_norm(grads, 1.0, xp)
-    assert all(np.isnan(to_host(g)).all() for g in clipped)
+    clipped = [to_host(g) for g in training._clip_global_norm(grads, 1.0, xp)]
+    assert all(g.dtype == np.float32 for g in clipped)
+    np.testing.assert_allclose(clipped[0], [1.0, 1 / 3e19], rtol=1e-6)
+    np.testing.assert_allclose(clipped[1], [1 / 3e19, 2 / 3e19], rtol=1e-6)
     finite = training._clip_global_norm([be.asarray(np.array([3.0, 4.0]), dtype=f32)], 1.0, xp)
     np.testing.assert_allclose(to_host(finite[0]), [0.6, 0.8], rtol=1e-6)
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((24, 4)) * 1e20, rng.integers(0, 3, 24)
     net = bpx.Network([4, 6, 3], backend=be, dtype="float32", seed=0)
-    with pytest.raises(bpx.DivergenceError):
-        net.fit(X, y, epochs=3, batch_size=8, optimizer="adam", lr=0.01, clip_norm=1.0)
+    net.fit(X, y, epochs=3, batch_size=8, optimizer="adam", lr=0.01, clip_norm=1.0)
+    losses = net.history["loss"]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
 
 
 def test_relu_backward_lets_an_overflowed_gradient_through_on_every_backend(be):

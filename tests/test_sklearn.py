@@ -576,3 +576,23 @@ if __name__ == "__main__":  # the tables in docs/sklearn.md
               f"sklearn {np.mean(theirs):.4f} ± {np.std(theirs):.4f}   "
               f"diff {np.mean(ours) - np.mean(theirs):+.4f}   "
               f"({time.perf_counter() - t0:.0f} s)")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_early_stopping_divergence_is_a_divergence_error_with_finite_weights(seed):
+    """With early_stopping, the validation score is taken on weights no loss has checked
+    yet; outputs they overflow count as wrong there (no ValueError from predict), and the
+    next loss reports the divergence and restores finite weights."""
+    import bpx
+
+    r = np.random.default_rng(seed)
+    X, y = r.standard_normal((60, 4)) * 1e3, r.integers(0, 3, 60)
+    clf = BPXClassifier((6,), solver="sgd", learning_rate_init=1000.0, momentum=0.9,
+                        batch_size=54, max_iter=30, early_stopping=True,
+                        validation_fraction=0.1, random_state=seed, backend="numpy",
+                        n_iter_no_change=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(bpx.DivergenceError):
+            clf.fit(X, y)
+    assert all(np.isfinite(c).all() for c in (*clf.coefs_, *clf.intercepts_))

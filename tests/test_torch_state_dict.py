@@ -195,3 +195,18 @@ def test_missing_torch_says_how_to_install(monkeypatch):
                  lambda: from_torch_state_dict({}, net)):
         with pytest.raises(ImportError, match="pip install torch"):
             call()
+
+
+def test_a_value_that_overflows_the_networks_dtype_is_refused_cleanly():
+    """1e39 in a float64 state dict becomes inf in a float32 network: a ValueError naming the
+    array, no stray RuntimeWarning from the cast, and the network unchanged."""
+    net = _net(dtype="float32")
+    before = [to_host(w).copy() for w in net.weights]
+    sd = to_torch_state_dict(net)
+    sd["2.weight"] = sd["2.weight"].double()
+    sd["2.weight"][0, 0] = 1e39
+    with pytest.raises(ValueError, match=r"weights\[1\] holds NaN or infinity once converted "
+                                         r"to float32"):
+        from_torch_state_dict(sd, net)  # pytest turns a RuntimeWarning into an error here
+    for w, w0 in zip(net.weights, before):
+        np.testing.assert_array_equal(to_host(w), w0)
