@@ -231,6 +231,22 @@ class InplaceOps(Ops):
     def __init__(self, xp: Any, raw: Any):
         super().__init__(xp)
         self.raw = raw  # the library's own module (numpy / cupy), which has out=
+        self._ones_by_dtype: dict = {}  # dtype name -> a ones vector, grown on demand
+
+    def _ones(self, m: int, dtype):
+        """The first ``m`` entries of a ones vector kept per dtype and grown on demand (bias
+        sums as products); None when it would have to grow and the backend cannot allocate
+        now (:meth:`_can_allocate`)."""
+        key = str(dtype)
+        ones = self._ones_by_dtype.get(key)
+        if ones is None or ones.shape[0] < m:
+            if not self._can_allocate():
+                return None
+            ones = self._ones_by_dtype[key] = self.raw.ones((max(m, 1024),), dtype=dtype)
+        return ones[:m]
+
+    def _can_allocate(self) -> bool:
+        return True
 
     def sub_scaled(self, w, g, lr: float):
         if lr != 1.0:
@@ -293,7 +309,6 @@ class NumpyOps(InplaceOps):
 
     def __init__(self, xp: Any):
         super().__init__(xp, np)
-        self._ones: dict = {}  # dtype -> a ones vector for sum_rows, grown on demand
         self._blas = None
         self._blas_tried = False
         #: why NumPy's OpenBLAS is not called directly (None while it is, or before first use)
@@ -356,10 +371,7 @@ class NumpyOps(InplaceOps):
         m = delta.shape[0]
         if delta.ndim != 2 or delta.dtype.kind != "f":
             return super().sum_rows(delta)
-        ones = self._ones.get(delta.dtype)
-        if ones is None or ones.shape[0] < m:
-            ones = self._ones[delta.dtype] = np.ones(max(m, 1024), dtype=delta.dtype)
-        return np.matmul(ones[:m], delta)
+        return np.matmul(self._ones(m, delta.dtype), delta)
 
     def take_rows(self, x, idx, out=None):
         # mode="clip" because NumPy buffers ``out`` under the default mode="raise"; callers
@@ -552,28 +564,17 @@ class CupyOps(InplaceOps):
         # reduction and a subtraction (two launches, in every captured step)
         gemm = self._stream_gemm()
         if gemm is not None and b.ndim == 1 and b.flags.c_contiguous:
-            ones = self._ones_row(delta.shape[0], delta.dtype)
-            if ones is not None and gemm(ones, delta, out=b.reshape(1, -1), alpha=-1.0,
-                                         beta=1.0) is not None:
+            m = delta.shape[0]
+            ones = self._ones(m, delta.dtype)
+            if ones is not None and gemm(ones.reshape(1, m), delta, out=b.reshape(1, -1),
+                                         alpha=-1.0, beta=1.0) is not None:
                 return b
         return super().descend_bias(b, delta)
 
-    _ones: dict | None = None
-
-    def _ones_row(self, m: int, dtype):
-        """A (1, m) C-contiguous row of ones, cut from one vector per dtype that grows on
-        demand; None if it would have to grow while a stream is capturing (the fill would be
-        recorded, not run). Each epoch's first step runs uncaptured at the full batch size,
-        so the vector is already long enough when the capture comes."""
-        if self._ones is None:
-            self._ones = {}
-        key = str(dtype)
-        ones = self._ones.get(key)
-        if ones is None or ones.shape[0] < m:
-            if self.raw.cuda.get_current_stream().is_capturing():
-                return None
-            ones = self._ones[key] = self.raw.ones((max(m, 1),), dtype=dtype)
-        return ones[:m].reshape(1, m)
+    def _can_allocate(self) -> bool:
+        # a fill recorded while a stream is capturing would not run; each epoch's first step
+        # runs uncaptured at the full batch size, so the vector is long enough by then
+        return not self.raw.cuda.get_current_stream().is_capturing()
 
     # --- row kernels: one thread per sample, for the narrow output layer ------------------
     #: why the row kernels are not in use (None while they work); tests assert it stays None
