@@ -514,7 +514,7 @@ class Network:
             a = self._output_guarded(X, batch_size, "predict")
             xp = self.xp
             n_bad = int(self._backend.to_host(
-                xp.sum(xp.astype(~xp.all(xp.isfinite(a), axis=1), xp.int64))))
+                xp.sum(xp.astype(~self._finite_rows(a), xp.int64))))
             if n_bad:  # argmax of a NaN row would be a confident-looking class 0
                 msg = (f"predict: the network's outputs are NaN or infinite for {n_bad} of "
                        f"{a.shape[0]} samples, and those have no class label; its parameters "
@@ -525,6 +525,12 @@ class Network:
             return self.classes_[self._backend.to_host(idx)]
         a = self._output_guarded(X, batch_size, "predict")
         return a[:, 0] if self._y_shape == "1d" else a
+
+    def _finite_rows(self, a):
+        """Per sample, whether all its outputs are finite: a bool array of shape (m,). A row
+        that is not has no class label (its argmax would be class 0)."""
+        xp = self.xp
+        return xp.all(xp.isfinite(a), axis=1)
 
     def _predicted_codes(self, a):
         xp = self.xp

@@ -677,8 +677,7 @@ class BPXClassifier(ClassifierMixin, _BPXBase):
         # wrong, and the divergence check that follows the epoch deals with the weights
         net = self.network_
         a = net._output_guarded(Xv, None, "predict")
-        xp = net.xp
-        finite = to_host(xp.all(xp.isfinite(a), axis=1))
+        finite = to_host(net._finite_rows(a))
         pred = net.classes_[to_host(net._predicted_codes(a))]
         correct = (pred == np.asarray(y_val)) & finite
         return float(np.average(correct, weights=sw_val))

@@ -284,7 +284,7 @@ def _clip_global_norm(grads, max_norm: float, xp):
     """
     # the squares summed in float64: in float32 a norm above ~1.8e19 overflowed, the factor
     # became 0 and every update vanished without a word
-    sq = [xp.sum(xp.square(xp.astype(g, xp.float64))) for g in grads]
+    sq = [xp.sum(xp.square(xp.astype(g, xp.float64, copy=False))) for g in grads]
     norm = xp.sqrt(sum(sq[1:], sq[0]))
     factor = xp.where(norm > max_norm, max_norm / (norm + 1e-30), xp.ones_like(norm))
     factor = xp.astype(factor, grads[0].dtype)
@@ -388,7 +388,7 @@ def evaluate(net, X, Y, codes, batch_size) -> dict[str, float]:
         if codes is not None:
             hits = net._predicted_codes(a[-1]) == codes[i:j]
             correct = correct + xp.sum(xp.astype(hits, xp.int64))
-            bad = bad + xp.sum(xp.astype(~xp.all(xp.isfinite(a[-1]), axis=1), xp.int64))
+            bad = bad + xp.sum(xp.astype(~net._finite_rows(a[-1]), xp.int64))
     out = {"loss": float(be.to_host(total)) / m}
     if codes is not None:
         # a non-finite output has no label (its argmax would be class 0): no accuracy either
