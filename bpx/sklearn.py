@@ -810,7 +810,7 @@ class _PickledNetwork:
         net = Network(c["layers"], activation=c["activation"], output=c["output"],
                       loss=c["loss"], backend=c["backend"], dtype=c["dtype"], init=c["init"],
                       seed=0)
-        net.set_params(self.weights, self.biases)
+        net._set_params(self.weights, self.biases)  # as saved, like bpx.load: no checks
         net.classes_, net._y_shape, net.history, net._rng = (
             self.classes, self.y_shape, self.history, self.rng)
         return net

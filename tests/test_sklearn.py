@@ -596,3 +596,20 @@ def test_early_stopping_divergence_is_a_divergence_error_with_finite_weights(see
         with pytest.raises(bpx.DivergenceError):
             clf.fit(X, y)
     assert all(np.isfinite(c).all() for c in (*clf.coefs_, *clf.intercepts_))
+
+
+def test_a_pickled_estimator_with_non_finite_weights_still_loads(iris):
+    """Unpickling restores the parameters as they were saved, like bpx.load: a model whose
+    weights went non-finite is not lost (set_params, which refuses them, is not used)."""
+    X, y = iris
+    clf = BPXClassifier(hidden_layer_sizes=(6,), backend="numpy", random_state=0, max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    net = clf.network_
+    W = [np.array(w, copy=True) for w in net.weights]
+    W[0][0, 0] = np.nan
+    net.weights = W
+    back = pickle.loads(pickle.dumps(clf))
+    assert np.isnan(back.network_.weights[0][0, 0])
+    np.testing.assert_array_equal(back.network_.weights[1], net.weights[1])
