@@ -58,6 +58,14 @@ class Optimizer:
         gradients (NumPy), so an optimizer that keeps anything must copy it."""
         raise NotImplementedError
 
+    def state_error(self, xp, to_host) -> str | None:
+        """Why this optimizer's state can no longer train, or ``None`` while it can.
+
+        Training calls it once per epoch, after the epoch's loss was found finite; it may read
+        from the device once. ``to_host`` copies an array to a NumPy array.
+        """
+        return None
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
@@ -152,6 +160,24 @@ class Adam(Optimizer):
             out_v.append(v)
         self._m, self._v = out_m, out_v
         return out_p
+
+    def state_error(self, xp, to_host) -> str | None:
+        # v holds squared gradients: a gradient element of about 1e19 (float32; 1e154 in
+        # float64) makes it infinite, and then m / (√v + eps) is 0 for good. Those parameters
+        # stop changing while the loss stays finite: a stall no loss check sees. v ≥ 0, so
+        # the largest of the maxima is finite exactly when every v is (NaN propagates).
+        if self._v is None:
+            return None
+        peaks = [xp.max(v) for v in self._v]
+        if math.isfinite(float(to_host(xp.max(xp.stack(peaks))))):
+            return None
+        k = next(i for i, p in enumerate(peaks) if not math.isfinite(float(to_host(p))))
+        name = f"{'Wb'[k % 2]}{k // 2 + 1}"
+        dtype = str(self._v[k].dtype).rsplit(".", 1)[-1]  # torch.float32 -> float32
+        return (f"Adam's second-moment estimate v of {name} overflowed {dtype}: a gradient "
+                f"element was too large to square in that dtype, and those parameters "
+                f"stopped changing (their step m / (√v + eps) is 0) while the loss stayed "
+                f"finite")
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -110,6 +110,13 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                     net.history.setdefault(k, []).append(val)
                 if cfg.verbose:
                     _print_epoch(logs, epoch, cfg.epochs, m / seconds if seconds > 0 else math.inf)
+                stalled = opt.state_error(net.xp, be.to_host) if checked else None
+                if stalled:  # the weights are finite and this epoch's: kept
+                    _report(net, f"{stalled} (found after epoch {epoch + 1}; the weights "
+                                 f"are those at its end)", (epoch + 1, done), opt,
+                            cfg.on_divergence, advice="Rescale the inputs, clip the gradients "
+                            "(clip_norm=...) or train in float64.")
+                    break
                 for cb in cfg.callbacks:
                     cb.on_epoch_end(net, epoch, logs)
                 if net.stop_training or interrupt.requested:
@@ -337,9 +344,11 @@ def _check_final_weights(net, X, Y, b: int, start, epoch: int, n_steps: int, opt
                  f"{epoch + 1}, the last known finite", (epoch + 1, n_steps), opt, mode)
 
 
-def _report(net, what: str, where: tuple[int, int], opt, mode: str) -> None:
-    msg = (f"training diverged: {what}. Try a smaller learning rate (lr was {opt.lr:g}), "
-           f"gradient clipping (clip_norm=...) or rescaled inputs.")
+def _report(net, what: str, where: tuple[int, int], opt, mode: str,
+            advice: str | None = None) -> None:
+    advice = advice or (f"Try a smaller learning rate (lr was {opt.lr:g}), gradient clipping "
+                        f"(clip_norm=...) or rescaled inputs.")
+    msg = f"training diverged: {what}. {advice}"
     net.history.setdefault("diverged_at", []).append(where)
     if mode == "raise":
         raise DivergenceError(msg)

@@ -892,6 +892,59 @@ def test_divergence_warns_on_every_backend(be):
         assert np.all(np.isfinite(p))
 
 
+def _unscaled(scale=1e24, seed=0):
+    """Inputs no one standardized: float32 gradients of ~1e24, whose squares overflow."""
+    r = np.random.default_rng(seed)
+    return r.standard_normal((256, 8)) * scale, r.integers(0, 3, 256)
+
+
+def test_adam_second_moment_overflow_is_reported_not_a_silent_stall(be):
+    """Adam's v ← β₂ v + (1 − β₂) g² overflows float32 for |g| ≳ 1e19; then its step is 0 for
+    good and the loss stays finite and flat. Before this check, fit returned normally."""
+    X, y = _unscaled()
+    net = bpx.Network([8, 16, 3], backend=be, dtype="float32", seed=0)
+    with pytest.raises(bpx.DivergenceError, match=r"Adam's second-moment estimate v of W1 "
+                       r"overflowed float32.*found after epoch 1.*train in float64"):
+        net.fit(X, y, epochs=3, batch_size=64, optimizer="adam")
+    assert net.history["diverged_at"] == [(1, 4)]
+    assert len(net.history["loss"]) == 1 and math.isfinite(net.history["loss"][0])
+    for p in host_params(net):
+        assert np.all(np.isfinite(p))
+
+
+def test_adam_second_moment_overflow_warns_and_stops(be):
+    X, y = _unscaled()
+    net = bpx.Network([8, 16, 3], backend=be, dtype="float32", seed=0)
+    with pytest.warns(bpx.DivergenceWarning, match=r"second-moment estimate v of W1"):
+        net.fit(X, y, epochs=3, batch_size=64, optimizer="adamw", on_divergence="warn")
+    assert len(net.history["loss"]) == 1
+
+
+def test_adam_on_the_same_inputs_trains_in_float64(be):
+    """The advice holds: float64 squares ~1e24 without overflow, and the weights move."""
+    X, y = _unscaled()
+    net = bpx.Network([8, 16, 3], backend=be, dtype="float64", seed=0)
+    net.fit(X, y, epochs=1, batch_size=64, optimizer="adam")
+    before = host_params(net)
+    net.fit(X, y, epochs=2, batch_size=64, optimizer="adam")
+    assert all(np.any(p != q) for p, q in zip(host_params(net), before, strict=True))
+    assert "diverged_at" not in net.history
+
+
+@pytest.mark.parametrize(("k", "name", "value"), [(0, "W1", np.inf), (3, "b2", np.inf),
+                                                  (2, "W2", np.nan)])
+def test_adam_state_error_names_the_parameter(xp, k, name, value):
+    opt = bpx.optimizers.Adam()
+    assert opt.state_error(xp, to_host) is None  # no state yet
+    opt._v = [xp.asarray(np.zeros(shape)) for shape in [(3, 2), (3,), (2, 3), (2,)]]
+    assert opt.state_error(xp, to_host) is None
+    v = np.zeros(tuple(opt._v[k].shape))
+    v[(0,) * v.ndim] = value
+    opt._v[k] = xp.asarray(v)
+    assert re.match(rf"Adam's second-moment estimate v of {name} overflowed float64",
+                    opt.state_error(xp, to_host))
+
+
 class FakeCupyOOM(Exception):
     """Stands in for ``cupy.cuda.memory.OutOfMemoryError`` (matched by its name)."""
 
