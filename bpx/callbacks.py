@@ -46,9 +46,36 @@ class History(Callback):
             self.history.setdefault(k, []).append(v)
 
 
-def _monitor_value(logs: dict, monitor: str | None) -> tuple[str, float | None]:
+def monitored(logs: dict, monitor: str | None, who: str) -> tuple[str, float]:
+    """``(key, value)`` of the monitored log entry: ``monitor``, else ``val_loss`` when there
+    is validation data, else ``loss``. A key the logs lack is an error naming ``who``: a
+    misspelt monitor would otherwise never improve and never act."""
     key = monitor or ("val_loss" if "val_loss" in logs else "loss")
-    return key, logs.get(key)
+    if key not in logs:
+        msg = f"{who} monitors {key!r}, which the logs lack: {sorted(logs)}"
+        raise KeyError(msg)
+    return key, logs[key]
+
+
+def check_non_negative(name: str, value) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` unless it is finite and >= 0."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and value >= 0):
+        msg = f"{name} must be a finite number >= 0, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def improves(key: str, value: float, best: float | None, min_delta: float = 0.0) -> bool:
+    """Whether ``value`` of log entry ``key`` beats ``best`` by more than ``min_delta``: keys
+    ending in ``accuracy`` are maximized, all others minimized. NaN and infinity never
+    improve (a diverged epoch is no one's best); any finite value beats ``best=None``."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    sign = -1.0 if key.endswith("accuracy") else 1.0
+    return sign * value < sign * best - min_delta
 
 
 class EarlyStopping(Callback):
@@ -68,7 +95,8 @@ class EarlyStopping(Callback):
         if not isinstance(patience, int) or patience < 0:
             msg = f"patience must be an integer >= 0, got {patience!r}"
             raise ValueError(msg)
-        self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
+        self.monitor, self.patience = monitor, patience
+        self.min_delta = check_non_negative("min_delta", min_delta)
         self.restore_best_weights = restore_best_weights
 
     def on_train_begin(self, net):
@@ -77,13 +105,8 @@ class EarlyStopping(Callback):
         self._divergences = len(net.history.get("diverged_at", []))
 
     def on_epoch_end(self, net, epoch, logs):
-        key, value = _monitor_value(logs, self.monitor)
-        if value is None:
-            msg = f"EarlyStopping monitors {key!r}, which the logs lack: {sorted(logs)}"
-            raise KeyError(msg)
-        sign = -1.0 if key.endswith("accuracy") else 1.0
-        if math.isfinite(value) and (self.best is None
-                                     or sign * value < sign * self.best - self.min_delta):
+        key, value = monitored(logs, self.monitor, "EarlyStopping")
+        if improves(key, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self._best_params = net.get_params()
@@ -113,14 +136,18 @@ class ModelCheckpoint(Callback):
         self.best = None
 
     def on_epoch_end(self, net, epoch, logs):
-        key, value = _monitor_value(logs, self.monitor)
         if self.save_best_only:
-            sign = -1.0 if key.endswith("accuracy") else 1.0
-            if (value is None or not math.isfinite(value)
-                    or (self.best is not None and sign * value >= sign * self.best)):
+            key, value = monitored(logs, self.monitor, "ModelCheckpoint")
+            if not improves(key, value, self.best):
                 return
             self.best = value
-        net.save(self.path.format(epoch=epoch + 1, **logs))
+        try:
+            path = self.path.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            msg = (f"ModelCheckpoint path {self.path!r} cannot be formatted ({type(exc).__name__}: "
+                   f"{exc}); it may use {{epoch}} and the log keys {sorted(logs)}")
+            raise ValueError(msg) from exc
+        net.save(path)
 
 
 class TerminateOnNaN(Callback):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from bpx import callbacks
 from bpx.exceptions import suggest
 
 
@@ -70,7 +71,12 @@ class Cosine(Schedule):
 
 class ReduceOnPlateau(Schedule):
     """Multiply the rate by ``factor`` when ``monitor`` has not improved by ``min_delta``
-    for ``patience`` epochs (``val_loss`` when present, else ``loss``)."""
+    for ``patience`` epochs (``val_loss`` when present, else ``loss``).
+
+    As for :class:`bpx.callbacks.EarlyStopping`, keys ending in ``accuracy`` are maximized
+    and all others minimized; a NaN or infinite value counts as no improvement, and a
+    ``monitor`` the logs lack is a ``KeyError`` (after the first epoch).
+    """
 
     def __init__(self, factor: float = 0.1, patience: int = 5, min_delta: float = 1e-4,
                  monitor: str | None = None, min_lr: float = 0.0):
@@ -78,15 +84,15 @@ class ReduceOnPlateau(Schedule):
         if not isinstance(patience, int) or patience < 0:
             msg = f"patience must be an integer >= 0, got {patience!r}"
             raise ValueError(msg)
-        self.factor, self.patience, self.min_delta = float(factor), patience, float(min_delta)
-        self.monitor, self.min_lr = monitor, float(min_lr)
-        self._best, self._wait, self._scale = math.inf, 0, 1.0
+        self.factor, self.patience = float(factor), patience
+        self.min_delta = callbacks.check_non_negative("min_delta", min_delta)
+        self.monitor, self.min_lr = monitor, callbacks.check_non_negative("min_lr", min_lr)
+        self._best, self._wait, self._scale = None, 0, 1.0
 
     def __call__(self, epoch, base_lr, logs):
-        key = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
-        if key in logs:
-            value = logs[key]
-            if value < self._best - self.min_delta:
+        if logs:  # empty before a fit's first epoch: nothing measured yet
+            key, value = callbacks.monitored(logs, self.monitor, "ReduceOnPlateau")
+            if callbacks.improves(key, value, self._best, self.min_delta):
                 self._best, self._wait = value, 0
             else:
                 self._wait += 1

@@ -160,6 +160,56 @@ def test_reduce_on_plateau():
     assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5]
 
 
+def test_reduce_on_plateau_maximizes_accuracy():
+    """Keys ending in ``accuracy`` improve upwards, as in EarlyStopping (it used to minimize
+    every key, so a rising accuracy cut the rate)."""
+    sched = schedules.ReduceOnPlateau(factor=0.5, patience=0, monitor="val_accuracy")
+    seen = [0.5, 0.6, 0.7, 0.7, 0.65, 0.8]
+    lrs = [sched(e, 1.0, {"val_accuracy": v, "val_loss": 1.0}) for e, v in enumerate(seen)]
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.25, 0.25]
+
+
+def test_reduce_on_plateau_counts_non_finite_values_as_no_improvement():
+    sched = schedules.ReduceOnPlateau(factor=0.5, patience=1)
+    lrs = [sched(0, 1.0, {})] + [sched(e + 1, 1.0, {"loss": v}) for e, v in
+                                 enumerate([math.nan, 2.0, math.inf, math.nan, 1.0])]
+    assert lrs == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5]
+    assert sched._best == 1.0
+
+
+def test_a_misspelt_monitor_is_named_not_ignored(tmp_path):
+    X, y = blobs(20)
+    Xv, yv = blobs(10, seed=1)
+    with pytest.raises(KeyError, match=r"ReduceOnPlateau monitors 'val_acc', which the logs "
+                       r"lack: \['loss', 'lr', 'time', 'val_accuracy', 'val_loss'\]"):
+        net64().fit(X, y, epochs=3, validation_data=(Xv, yv),
+                    lr_schedule=schedules.ReduceOnPlateau(monitor="val_acc"))
+    check = callbacks.ModelCheckpoint(tmp_path / "m.bpx", monitor="val_acc", save_best_only=True)
+    with pytest.raises(KeyError, match=r"ModelCheckpoint monitors 'val_acc'"):
+        net64().fit(X, y, epochs=2, callbacks=[check])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_path_naming_a_missing_log_key_is_explained(tmp_path):
+    X, y = blobs(20)
+    check = callbacks.ModelCheckpoint(tmp_path / "m-{val_loss:.3f}.bpx")
+    with pytest.raises(ValueError, match=r"ModelCheckpoint path .*m-\{val_loss:.3f\}.bpx' "
+                       r"cannot be formatted \(KeyError: 'val_loss'\); it may use \{epoch\} "
+                       r"and the log keys \['loss', 'lr', 'time'\]"):
+        net64().fit(X, y, epochs=1, callbacks=[check])
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: schedules.ReduceOnPlateau(min_delta=v),
+    lambda v: schedules.ReduceOnPlateau(min_lr=v),
+    lambda v: callbacks.EarlyStopping(min_delta=v),
+])
+@pytest.mark.parametrize("value", [-0.1, math.nan, math.inf, "0.1", True])
+def test_min_delta_and_min_lr_must_be_finite_and_non_negative(make, value):
+    with pytest.raises(ValueError, match=r"min_(delta|lr) must be a finite number >= 0, got"):
+        make(value)
+
+
 def test_early_stopping_restores_best_weights():
     X, y = blobs(40)
     Xv, yv = blobs(40, seed=1)
