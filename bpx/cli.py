@@ -15,6 +15,7 @@ import difflib
 import importlib.util
 import os
 import platform
+import re
 import sys
 import time
 import warnings
@@ -65,7 +66,7 @@ def _demo(args) -> int:
         net = bpx.Network([64, *args.hidden, 10], activation="relu", loss="cross_entropy",
                           backend=args.backend, dtype=args.dtype, seed=args.seed)
     for w in caught:
-        print(f"warning: {w.message}")
+        print(f"bpx demo: warning: {w.message}", file=sys.stderr)
     print(f"bpx {bpx.__version__}: backend {net.backend}, device {net.device} "
           f"({net.backend_reason})")
     print(f"data: UCI digits shipped with bpx, {len(y_train)} train / {len(y_test)} test "
@@ -95,11 +96,24 @@ class Data:
     features: list[str]                  # n column names
     targets: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # target columns predict left out
+    reordered: bool = False  # predict put the CSV's columns in the model's order
 
 
 def _is_npz(path: str) -> bool:
     with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"  # a zip archive, which is what .npz files are
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise DataError(f"{path} is a .npy file (one array); bpx reads an NPZ file with arrays "
+                        "X and y (numpy.savez(path, X=X, y=y)) or a CSV file")
+    return head[:4] == b"PK\x03\x04"  # a zip archive, which is what .npz files are
+
+
+def _first_non_finite(a: np.ndarray, what: str, path: str) -> None:
+    """A DataError naming the first row of ``a`` (numeric) holding NaN or infinity."""
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        row = int(np.argwhere(~np.isfinite(a))[0][0])
+        raise DataError(f"{path}: {what} holds NaN or infinity (first at row {row}); "
+                        "every value must be a finite number")
 
 
 def _read_npz(path: str, *, need_y: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -115,17 +129,23 @@ def _read_npz(path: str, *, need_y: bool) -> tuple[np.ndarray, np.ndarray | None
             y = data["y"] if need_y else None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable NPZ file ({exc})") from None
+    for name, a in (("X", X), ("y", y)):
+        if a is not None and not isinstance(a, np.ndarray):  # a member not saved by NumPy
+            raise DataError(f"{path}: member {name!r} is not a NumPy array (an NPZ file "
+                            "holds .npy members, as numpy.savez writes them)")
     if X.dtype.kind not in "biuf":
         raise DataError(f"{path}: X must be numeric, got dtype {X.dtype}")
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise DataError(f"{path}: X must have shape (n_samples, n_features) with both > 0, "
                         f"got {X.shape}")
+    _first_non_finite(X, "X", path)
     if y is not None:
         if y.ndim not in (1, 2) or len(y) != len(X):
             raise DataError(f"{path}: y must have shape ({len(X)},) or ({len(X)}, k) to match "
                             f"X {X.shape}, got {y.shape}")
         if y.dtype.kind in "SU":
             y = y.astype(str)
+        _first_non_finite(y, "y", path)
     return X.astype(np.float64), y
 
 
@@ -135,6 +155,8 @@ def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
         reader = csv.reader(f)
         try:
             header = next(reader, None)
+            while header is not None and all(not cell.strip() for cell in header):
+                header = next(reader, None)  # blank lines before the header
             rows, lines = [], []
             for row in reader:
                 if not row or all(not cell.strip() for cell in row):
@@ -149,9 +171,30 @@ def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
     if not header:
         raise DataError(f"{path} is empty: a CSV data file needs a header row")
     header = [h.strip() for h in header]
+    if len(header) == 1:
+        sep = next((c for c in ";\t|" if c in header[0]), None)
+        if sep is not None:
+            raise DataError(f"{path}: the header is one column, {header[0]!r}; bpx reads "
+                            f"comma-separated files, and this one looks separated by {sep!r}")
+    if _looks_like_data(header):
+        raise DataError(f"{path}: the first line, {_short_list(header)}, holds numbers, not "
+                        "column names; a CSV data file needs a header row naming the columns "
+                        "(without one, the first sample would be lost)")
     if not rows:
         raise DataError(f"{path} has a header but no data rows")
     return header, rows, lines
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+
+
+def _looks_like_data(header: list[str]) -> bool:
+    """Every cell a number, and not the column indices 0..n-1 or 1..n that some writers use
+    as names (pandas for a frame without column names)."""
+    if not all(_NUMBER.match(h) for h in header):
+        return False
+    n = len(header)
+    return header not in ([str(j) for j in range(n)], [str(j) for j in range(1, n + 1)])
 
 
 def _column(header: list[str], col: str, path: str) -> int:
@@ -181,13 +224,15 @@ def _numbers(rows, lines, cols: list[int], header: list[str], path: str,
         a = np.array(table, dtype=np.float64).reshape(len(rows), len(cols))
     except ValueError:
         a = None
-    if a is not None and np.all(np.isfinite(a)):
+    # float() reads "1_0" as 10 (Python's digit grouping), which no data file means
+    grouped = any("_" in "".join(row) for row in table)
+    if a is not None and not grouped and np.all(np.isfinite(a)):
         return a
     for i, row in enumerate(table):  # the slow path, only to name the first bad cell
         for j, cell in enumerate(row):
-            if a is None or not np.isfinite(a[i, j]):
+            if a is None or grouped or not np.isfinite(a[i, j]):
                 try:
-                    ok = np.isfinite(float(cell))
+                    ok = "_" not in cell and np.isfinite(float(cell))
                 except ValueError:
                     ok = False
                 if not ok:
@@ -198,16 +243,35 @@ def _numbers(rows, lines, cols: list[int], header: list[str], path: str,
     return a
 
 
+_INTEGER = re.compile(r"[+-]?\d+\Z")
+_NOT_A_NUMBER = re.compile(r"[+-]?(nan|inf|infinity)\Z", re.IGNORECASE)
+
+
 def _labels(cells: list[str], lines, name: str, path: str) -> np.ndarray:
-    """Class labels: integers when every label is one, else the strings (stripped)."""
+    """Class labels: integers when every label is an integer (``1.0`` counts as 1), else the
+    strings (stripped). A column of numbers that are not all integers is a regression
+    target, not labels, and is refused; so is a NaN or infinite label among numbers."""
     labels = [c.strip() for c in cells]
     for label, line in zip(labels, lines):
         if not label:
             raise DataError(f"{path}, line {line}, column {name!r}: missing label")
-    try:
-        return np.array([int(v) for v in labels], dtype=np.int64)
-    except (ValueError, OverflowError):
-        return np.array(labels)
+    if all(_INTEGER.match(v) for v in labels):
+        try:
+            return np.array([int(v) for v in labels], dtype=np.int64)
+        except OverflowError:  # beyond int64: keep the digits as they are
+            return np.array(labels)
+    if all(_NUMBER.match(v) or _NOT_A_NUMBER.match(v) for v in labels):
+        values = np.array([float(v) for v in labels])
+        for v, label, line in zip(values, labels, lines):
+            if not np.isfinite(v):
+                raise DataError(f"{path}, line {line}, column {name!r}: label {label!r} is "
+                                "not a class (a missing value?)")
+            if v != np.round(v) or abs(v) >= 2.0**63:
+                raise DataError(f"{path}, line {line}, column {name!r}: {label!r} is not a "
+                                "whole number, so the column looks like a quantity, not class "
+                                "labels; use --loss mse (or mae) to train a regressor")
+        return values.astype(np.int64)  # 1 and 1.0 are one class
+    return np.array(labels)
 
 
 def load_training_data(path: str, targets: list[str] | None, *, classify: bool) -> Data:
@@ -248,19 +312,41 @@ def load_training_data(path: str, targets: list[str] | None, *, classify: bool) 
     return Data(X, y, [header[j] for j in feats], [header[j] for j in idx])
 
 
-def load_features(path: str, drop: list[str] | None) -> Data:
-    """Read prediction inputs: a CSV without (or dropping) the ``drop`` columns, or NPZ ``X``."""
+def load_features(path: str, drop: list[str] | None, *, names: list[str] | None = None,
+                  targets: list[str] | None = None) -> Data:
+    """Read prediction inputs: a CSV without (or dropping) the ``drop`` columns, or NPZ ``X``.
+
+    ``names``: the model's feature names, when it knows them; a CSV's columns are then
+    matched to them by name and taken in that order, and the model's ``targets`` columns are
+    dropped when present. Without names the columns are taken as they come.
+    """
     if _is_npz(path):
         X, _ = _read_npz(path, need_y=False)
         return Data(X, None, [f"x{j}" for j in range(X.shape[1])])
     header, rows, lines = _read_csv(path)
-    drop_idx = [header.index(c) for c in drop or () if c in header]
+    dropping = set(drop or ()) | set(targets or ())
+    drop_idx = [j for j, h in enumerate(header) if h in dropping]
     feats = [j for j in range(len(header)) if j not in drop_idx]
     if not feats:
-        raise DataError(f"{path} has no feature columns left after dropping {drop}")
+        raise DataError(f"{path} has no feature columns left after dropping {sorted(dropping)}")
+    reordered = False
+    if names is not None:
+        present = [header[j] for j in feats]
+        missing = [n for n in names if n not in present]
+        extra = [h for h in present if h not in names]
+        if missing or extra or len(present) != len(names):
+            parts = [f"lacks {_short_list(missing)}" if missing else "",
+                     f"has columns the model was not trained on: {_short_list(extra)} (leave "
+                     f"one out with --target COL)" if extra else ""]
+            raise DataError(f"{path} does not have the model's feature columns: it "
+                            f"{'; it '.join(p for p in parts if p) or 'repeats a column'}. "
+                            f"The model was trained on {_short_list(names)} (any order)")
+        order = [feats[present.index(n)] for n in names]
+        reordered, feats = order != feats, order
     X = _numbers(rows, lines, feats, header, path,
                  hint="; leave the target column out with --target COL")
-    return Data(X, None, [header[j] for j in feats], dropped=[header[j] for j in drop_idx])
+    return Data(X, None, [header[j] for j in feats], dropped=[header[j] for j in drop_idx],
+                reordered=reordered)
 
 
 # --------------------------------------------------------------------------------------
@@ -304,10 +390,39 @@ def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray) -> None:
                         f"column") from None
 
 
-def _check_writable(path: str, option: str) -> None:
+def _check_output(path: str, option: str, inputs=()) -> None:
+    """Refuse, before any work, an output path that cannot be written or would destroy
+    something: an input file of the run (``inputs``: ``(what, path)`` pairs), a directory or
+    device, a directory that does not exist or cannot be written."""
+    if not path:
+        raise DataError(f"{option}: the path is empty")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise DataError(f"{option} {path}: directory {parent} does not exist")
+    if os.path.lexists(path):
+        if not os.path.isfile(path):
+            raise DataError(f"{option} {path}: exists and is not a regular file (a directory, "
+                            "device or broken link); name a file to write")
+        for what, other in inputs:
+            if other and os.path.exists(other) and os.path.samefile(path, other):
+                raise DataError(f"{option} {path} is the {what} file {other}; writing there "
+                                "would destroy it: choose another path")
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"{option} {path}: directory {parent} is not writable")
+
+
+def _check_plot_path(path: str, output: str) -> None:
+    """The image format comes from the extension: check it before training, not after."""
+    from matplotlib.figure import Figure
+
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in formats:
+        what = f"its extension .{ext}" if ext else "it has no extension"
+        raise DataError(f"--plot {path}: the image format comes from the extension, and "
+                        f"{what} is not one matplotlib writes ({', '.join(formats)})")
+    if os.path.abspath(path) == os.path.abspath(output):
+        raise DataError(f"--plot and --output are the same path, {path}")
 
 
 def _short_list(values, n: int = 8) -> str:
@@ -336,12 +451,13 @@ def _train(args) -> int:
     from bpx import losses
 
     say = (lambda *a, **k: None) if args.quiet else print
-    if args.plot:
+    _check_output(args.output, "--output", [("DATA", args.data)])
+    if args.plot:  # fail before training, not after it
         from bpx.plot import _import_matplotlib
 
-        _import_matplotlib()  # fail before training, not after it
-        _check_writable(args.plot, "--plot")
-    _check_writable(args.output, "--output")
+        _import_matplotlib()
+        _check_output(args.plot, "--plot", [("DATA", args.data)])
+        _check_plot_path(args.plot, args.output)
     classify = losses.get(args.loss, n_outputs=2).classification
     if not _is_npz(args.data) and not args.target:
         args._parser.error("the following arguments are required for CSV data: --target")
@@ -359,6 +475,10 @@ def _train(args) -> int:
                             f"{data.targets[0]!r} has {k}; use cross_entropy")
         n_out = 1 if loss.name == "binary_cross_entropy" else k
         what = f"{k} classes ({_short_list(classes)})"
+        if k > 20 and k > len(y) / 2:
+            print(f"bpx train: warning: target {data.targets[0]!r} has {k} classes for "
+                  f"{len(y)} samples; if it is a quantity rather than a label, use --loss "
+                  "mse", file=sys.stderr)
     else:
         n_out = 1 if y.ndim == 1 else y.shape[1]
         what = "regression"
@@ -375,6 +495,10 @@ def _train(args) -> int:
         mean = X_tr.mean(axis=0)
         scale = X_tr.std(axis=0)
         scale[scale == 0] = 1.0  # a constant column stays constant
+    big = float(np.max(np.abs(X_tr if mean is None else (X_tr - mean) / scale)))
+    if args.dtype == "float32" and big > float(np.finfo(np.float32).max):
+        raise DataError(f"{args.data}: a feature value of magnitude {big:.3g} does not fit in "
+                        "float32; use --dtype float64, or --standardize")
 
     net = _make_network(args, layers, args.loss)
     say(f"bpx {bpx.__version__}: backend {net.backend}, device {net.device} "
@@ -410,16 +534,26 @@ def _train(args) -> int:
             result = net.evaluate(A, b)
             parts += [f"{name} {key} {value:.4f}" for key, value in result.items()]
     say("  ".join(parts) + f"  ({seconds:.2f} s in fit)")
-    if args.plot:
-        from bpx import plot
-
-        plot.history(net.history, path=args.plot)
-        say(f"loss curves saved to {args.plot}")
-    net.save(args.output)
+    if not _is_npz(args.data):  # names a CSV gave: predict matches columns by them
+        net.feature_names, net.target_names = list(data.features), list(data.targets)
+    try:  # the model first: a plot that fails must not cost the training run
+        net.save(args.output)
+    except OSError as exc:
+        raise DataError(f"--output {args.output}: cannot write the model "
+                        f"({exc.strerror or exc})") from None
     n_params = sum(int(np.prod(w.shape)) + int(np.prod(b.shape))
                    for w, b in zip(net.weights, net.biases))
     say(f"model saved to {args.output} ({n_params:,} parameters; features in order: "
         f"{_short_list(data.features)})")
+    if args.plot:
+        from bpx import plot
+
+        try:
+            plot.history(net.history, path=args.plot)
+        except OSError as exc:
+            raise DataError(f"--plot {args.plot}: cannot write the image "
+                            f"({exc.strerror or exc}); the model was saved") from None
+        say(f"loss curves saved to {args.plot}")
     return 0
 
 
@@ -448,11 +582,21 @@ def _predict(args) -> int:
     if args.proba and not net.is_classifier:
         raise DataError(f"--proba needs a classifier, but {args.model} is a regressor "
                         f"(loss {net.loss.name})")
-    data = load_features(args.data, args.target)
+    out = args.output if args.output != "-" else None
+    if out is not None:
+        _check_output(out, "--output", [("MODEL", args.model), ("DATA", args.data)])
+    data = load_features(args.data, args.target, names=net.feature_names,
+                         targets=net.target_names)
+    if data.reordered:
+        print(f"bpx predict: note: {args.data}'s columns were put in the model's order "
+              f"({_short_list(net.feature_names)})", file=sys.stderr)
     n0, n = net.layers[0], data.X.shape[1]
     if n != n0:
         hint = ""
-        if n == n0 + 1 and not data.dropped:
+        unmatched = [c for c in args.target or () if c not in data.dropped]
+        if unmatched:
+            hint = f"; --target {unmatched[0]!r} matched no column"
+        elif n == n0 + 1 and not data.dropped:
             hint = "; if one of them is the target, leave it out with --target COL"
         raise DataError(f"{args.model} takes {n0} feature columns, but {args.data} has {n} "
                         f"({_short_list(data.features)}){hint}")
@@ -469,14 +613,25 @@ def _predict(args) -> int:
             header, rows = ["prediction"], Y[:, None]
         else:
             header, rows = [f"prediction_{j}" for j in range(Y.shape[1])], Y
-    out = args.output
-    with (open(out, "w", newline="", encoding="utf-8") if out and out != "-"
-          else contextlib.nullcontext(sys.stdout)) as f:
-        writer = csv.writer(f, lineterminator="\n")
+    if out is None:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
         writer.writerows([_cell(v) for v in row] for row in rows)
-    if out and out != "-":
-        print(f"{len(data.X)} predictions written to {out}")
+        return 0
+    import io as _io
+
+    from bpx.io import _atomic_write
+
+    text = _io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([_cell(v) for v in row] for row in rows)
+    try:  # all or nothing: a failed write leaves a file already at the path as it was
+        _atomic_write(out, [text.getvalue().encode("utf-8")])
+    except OSError as exc:
+        raise DataError(f"--output {out}: cannot write the predictions "
+                        f"({exc.strerror or exc}); nothing was changed there") from None
+    print(f"{len(data.X)} predictions written to {out}")
     return 0
 
 
@@ -677,7 +832,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", type=_backend_name, default=None, help=_BACKEND_HELP)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="(default: float32)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=_nonnegative_int, default=0,
                    help="seeds initial weights, batch order and the validation split "
                         "(default: 0)")
     p.add_argument("--output", "-o", default="model.bpx", metavar="PATH",
@@ -715,15 +870,17 @@ def _build_parser() -> argparse.ArgumentParser:
             "Train a network on the UCI handwritten-digits data set that ships inside bpx "
             "(no download)\nand print the backend, one line per epoch, the test accuracy "
             "and samples/s.")
-    p.add_argument("--backend", default=None, help=_BACKEND_HELP)
+    p.add_argument("--backend", type=_backend_name, default=None, help=_BACKEND_HELP)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--hidden", type=int, nargs="+", default=[64], metavar="WIDTH",
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=[64], metavar="WIDTH",
                    help="hidden layer widths (default: 64)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int, default=30, help="(default: 30)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="(default: 32)")
+    p.add_argument("--optimizer", default="adam", type=str.lower,
+                   choices=["sgd", "momentum", "nesterov", "adam", "adamw"],
+                   help="(default: adam)")
+    p.add_argument("--lr", type=_positive_float, default=3e-3, help="(default: 0.003)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="(default: 0)")
     p.set_defaults(func=_demo)
 
     p = add("bench", "throughput benchmark (benchmarks/bench.py; arguments pass through, "

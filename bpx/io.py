@@ -52,6 +52,8 @@ A JSON object (Python's flavour: a non-finite number in ``history`` is written `
 ``rng``            ``null`` or the state of the host RNG (a PCG64 state: four integers),
                    so that training after a load shuffles as it would have without one
 ``saved_from``     ``{"backend": ..., "device": ...}`` (informational)
+``feature_names``  optional: ``null`` or the input columns' names, one per input
+``target_names``   optional: ``null`` or the target columns' names
 =================  ==============================================================
 
 Class labels keep their exact values and NumPy dtype: ``values`` is a JSON list of ints
@@ -177,7 +179,21 @@ def _config(net) -> dict:
         "history": history,
         "rng": _rng_state(getattr(net, "_rng", None)),
         "saved_from": {"backend": str(net.backend), "device": str(net.device)},
+        "feature_names": _names(getattr(net, "feature_names", None), "feature_names",
+                                net.layers[0]),
+        "target_names": _names(getattr(net, "target_names", None), "target_names"),
     }
+
+
+def _names(names, what: str, n: int | None = None) -> list[str] | None:
+    if names is None:
+        return None
+    if (isinstance(names, str) or not all(isinstance(x, str) for x in names)
+            or (n is not None and len(names) != n)):
+        count = f"{n} " if n is not None else ""
+        msg = f"cannot save: {what} must be None or a list of {count}str, got {names!r}"
+        raise ValueError(msg)
+    return list(names)
 
 
 def _number(v, what: str):
@@ -334,6 +350,8 @@ def load(path, backend=None, *, device=None, on_unavailable=None):
     net.classes_ = None if config["classes"] is None else _decode_classes(path, config["classes"])
     net._y_shape = config["y_shape"]
     net.history = {k: list(v) for k, v in config["history"].items()}
+    net.feature_names = config.get("feature_names")
+    net.target_names = config.get("target_names")
     if config.get("rng") is not None:
         net._rng = _decode_rng(path, config["rng"])
     _check_classes(path, net)
@@ -465,6 +483,13 @@ def _check_config(c: dict, fail) -> None:
             isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
             for v in hist.values()):
         raise fail("config 'history' must map names to lists of numbers")
+    for key, n in (("feature_names", layers[0]), ("target_names", None)):
+        names = c.get(key)
+        if names is not None and (not isinstance(names, list)
+                                  or not all(isinstance(x, str) for x in names)
+                                  or (n is not None and len(names) != n)):
+            want = f"{n} " if n is not None else ""
+            raise fail(f"config {key!r} must be null or a list of {want}strings, got {names!r}")
     classes = c["classes"]
     if classes is not None and (not isinstance(classes, dict)
                                 or set(classes) != {"dtype", "values"}

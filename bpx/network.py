@@ -59,6 +59,9 @@ class Network:
         (classifiers) with validation data, ``time`` (seconds of training, evaluation
         excluded)
     classes_ : numpy array of the class labels seen by ``fit`` (classifiers)
+    feature_names, target_names : list of str or None, the names of the input and target
+        columns when known (``bpx train`` sets them from a CSV header); saved with the
+        model, and ``bpx predict`` matches a CSV's columns to ``feature_names`` by name
 
     Arrays returned by the network (``weights``, ``predict_proba``, regression ``predict``)
     belong to its backend; class labels from ``predict`` are NumPy arrays on the host,
@@ -112,6 +115,8 @@ class Network:
         self.classes_ = None
         self.stop_training = False
         self._y_shape = None  # regression: (m,) or (m, k) targets
+        self.feature_names: list[str] | None = None
+        self.target_names: list[str] | None = None
 
     # ---------------------------------------------------------------------------------
     # parameters and backend

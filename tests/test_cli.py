@@ -441,10 +441,9 @@ def test_predict_errors_exit_1(capsys, tmp_path, iris, features_csv):
     wide = tmp_path / "wide.csv"
     _write_csv(wide, ["a", "b", "c", "d", "e"], [[1.0], [2.0], [3.0], [4.0], [5.0]])
     code, _, err = run(capsys, "predict", model, wide)
-    assert_failed(code, err, "predict", "takes 4 feature columns", "has 5 (a, b, c, d, e)",
-                  "--target COL")
-    code, _, err = run(capsys, "predict", model, data)
-    assert_failed(code, err, "predict", "column 'species': 'setosa'", "--target COL")
+    assert_failed(code, err, "predict", "does not have the model's feature columns",
+                  "columns the model was not trained on: e", "--target COL",
+                  "trained on a, b, c, d (any order)")
     code, _, err = run(capsys, "predict", tmp_path / "nope.bpx", features_csv)
     assert_failed(code, err, "predict", "nope.bpx: No such file or directory")
     code, _, err = run(capsys, "predict", features_csv, features_csv)
@@ -558,3 +557,194 @@ def test_standardization_that_overflows_the_dtype_is_a_data_error():
     with pytest.raises(cli.DataError, match=r"--standardize: folding the scaling .* overflows "
                                             r"float32 .* 1e-39"):
         cli._fold_standardization(net, np.zeros(2), np.array([1.0, 1e-39]))
+
+
+# --------------------------------------------------------------------------------------
+# files and columns: nothing lost, nothing silently misread
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("content", "argv", "fragments"), [
+    ("0.5,1.5,3\n1,2,4\n3,4,5\n", ["--target", "-1"],
+     ["the first line, 0.5, 1.5, 3, holds numbers, not column names"]),
+    ("a;b;y\n1;2;x\n3;4;z\n", ["--target", "y"], ["looks separated by ';'"]),
+    ("a,y\n1,0.5\n2,1.5\n", ["--target", "y"],
+     ["line 2, column 'y': '0.5' is not a whole number", "use --loss mse"]),
+    ("a,y\n1,1\n2,nan\n3,0\n", ["--target", "y"],
+     ["line 3, column 'y': label 'nan' is not a class"]),
+    ("a,y\n1_0,x\n2,z\n", ["--target", "y"], ["line 2, column 'a': '1_0' is not a finite"]),
+    ("a,y\n1e39,x\n2,z\n", ["--target", "y"],
+     ["magnitude 1e+39 does not fit in float32; use --dtype float64"]),
+    ("a,y\n1,x\n2,z\n", ["--target", "y", "-o", "d.csv"],
+     ["--output d.csv is the DATA file", "would destroy it"]),
+    ("a,y\n1,x\n2,z\n", ["--target", "y", "-o", "."], ["not a regular file"]),
+    ("a,y\n1,x\n2,z\n", ["--target", "y", "-o", ""], ["--output: the path is empty"]),
+])
+def test_train_refuses_before_training(capsys, tmp_path, monkeypatch, content, argv, fragments):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.csv").write_text(content)
+    code, out, err = run(capsys, "train", "d.csv", *argv, "--epochs", "1", "--backend", "numpy")
+    assert_failed(code, err, "train", *fragments)
+    assert "epoch 1/1" not in out  # refused before any training
+    assert (tmp_path / "d.csv").read_text() == content  # the data file is intact
+    assert not (tmp_path / "model.bpx").exists()
+
+
+def test_npz_that_is_not_numpys_is_named(capsys, tmp_path):
+    import zipfile
+
+    raw = tmp_path / "raw.npz"
+    with zipfile.ZipFile(raw, "w") as z:  # members without .npy: np.load returns bytes
+        z.writestr("X", b"1,2,3")
+        z.writestr("y", b"0")
+    code, _, err = run(capsys, "train", raw, "-o", tmp_path / "m.bpx")
+    assert_failed(code, err, "train", "member 'X' is not a NumPy array")
+    npy = tmp_path / "X.npy"
+    np.save(npy, np.zeros((3, 2)))
+    code, _, err = run(capsys, "train", npy, "-o", tmp_path / "m.bpx")
+    assert_failed(code, err, "train", "is a .npy file (one array)", "numpy.savez")
+    X, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    X[2, 1] = np.inf
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, X=X, y=y)
+    code, _, err = run(capsys, "train", bad, "-o", tmp_path / "m.bpx")
+    assert_failed(code, err, "train", "X holds NaN or infinity (first at row 2)")
+
+
+def test_leading_blank_lines_and_integral_float_labels(capsys, tmp_path):
+    """Blank lines before the header are skipped; labels 1 and 1.0 are one class."""
+    X, codes = _blobs(30)
+    path = tmp_path / "d.csv"
+    labels = np.where(np.arange(30) % 2, codes.astype(str), [f"{c}.0" for c in codes])
+    _write_csv(path, ["a", "b", "c", "d", "y"], [*X.T, labels])
+    path.write_text("\n\n" + path.read_text())
+    code, out, err = run(capsys, "train", path, "--target", "y", *TRAIN,
+                         "-o", tmp_path / "m.bpx")
+    assert code == 0, err
+    assert "3 classes (0, 1, 2)" in out
+    assert bpx.load(tmp_path / "m.bpx").classes_.tolist() == [0, 1, 2]
+
+
+def test_many_classes_for_few_samples_warns(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.csv"
+    _write_csv(path, ["a", "price"], [rng.standard_normal(40), np.arange(40) * 7])
+    code, _, err = run(capsys, "train", path, "--target", "price", *TRAIN,
+                       "-o", tmp_path / "m.bpx")
+    assert code == 0
+    assert "warning: target 'price' has 40 classes for 40 samples" in err
+    assert "use --loss mse" in err
+
+
+@pytest.mark.parametrize("plot", ["curves.txt", "curves"])
+def test_a_plot_path_matplotlib_cannot_write_is_refused_before_training(capsys, tmp_path,
+                                                                        iris, plot):
+    pytest.importorskip("matplotlib", reason="matplotlib is an optional extra (bpx[plot])")
+    data, _, _ = iris
+    code, out, err = run(capsys, "train", data, "--target", "species", *TRAIN,
+                         "-o", tmp_path / "m.bpx", "--plot", tmp_path / plot)
+    assert_failed(code, err, "train", "the image format comes from the extension", "png")
+    assert "epoch" not in out and not (tmp_path / "m.bpx").exists()
+
+
+def test_a_plot_that_fails_after_training_keeps_the_model(capsys, tmp_path, iris,
+                                                           monkeypatch):
+    pytest.importorskip("matplotlib", reason="matplotlib is an optional extra (bpx[plot])")
+    from bpx import plot
+
+    def full_disk(history, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plot, "history", full_disk)
+    data, _, _ = iris
+    code, _, err = run(capsys, "train", data, "--target", "species", *TRAIN,
+                       "-o", tmp_path / "m.bpx", "--plot", tmp_path / "c.png")
+    assert_failed(code, err, "train", "--plot", "No space left on device", "the model was saved")
+    assert bpx.load(tmp_path / "m.bpx").layers[0] == 4
+
+
+def test_predict_never_overwrites_its_inputs(capsys, tmp_path, iris, features_csv):
+    data, _, _ = iris
+    model = tmp_path / "m.bpx"
+    assert run(capsys, "train", data, "--target", "species", *TRAIN, "-o", model)[0] == 0
+    saved, text = model.read_bytes(), features_csv.read_text()
+    link = tmp_path / "link.csv"
+    link.symlink_to(features_csv)
+    for out, what in ((features_csv, "DATA"), (model, "MODEL"), (link, "DATA")):
+        code, _, err = run(capsys, "predict", model, features_csv, "-o", out)
+        assert_failed(code, err, "predict", f"is the {what} file", "would destroy it")
+    assert model.read_bytes() == saved and features_csv.read_text() == text
+
+
+def test_a_failed_prediction_write_leaves_the_old_file(capsys, tmp_path, iris, features_csv,
+                                                       monkeypatch):
+    import os
+
+    data, _, _ = iris
+    model = tmp_path / "m.bpx"
+    assert run(capsys, "train", data, "--target", "species", *TRAIN, "-o", model)[0] == 0
+    out = tmp_path / "p.csv"
+    out.write_text("earlier results\n")
+
+    def fail(src, dst):
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(os, "replace", fail)
+    code, _, err = run(capsys, "predict", model, features_csv, "-o", out)
+    assert_failed(code, err, "predict", f"--output {out}: cannot write", "File too large",
+                  "nothing was changed there")
+    assert out.read_text() == "earlier results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["iris.csv", "features.csv", "m.bpx", "p.csv"])  # no temporary file left
+
+
+def test_predict_matches_columns_by_name(capsys, tmp_path, iris, features_csv):
+    """train stores the CSV's column names in the model; predict takes a CSV's columns by
+    those names (in any order, the target dropped when present) and refuses other names."""
+    data, X, _ = iris
+    model = tmp_path / "m.bpx"
+    assert run(capsys, "train", data, "--target", "species", *TRAIN, "-o", model)[0] == 0
+    net = bpx.load(model)
+    assert net.feature_names == ["a", "b", "c", "d"] and net.target_names == ["species"]
+    _, want, _ = run(capsys, "predict", model, features_csv, "--proba")
+    shuffled = tmp_path / "dcba.csv"
+    _write_csv(shuffled, ["d", "species", "c", "b", "a"],
+               [X[:, 3], ["?"] * len(X), X[:, 2], X[:, 1], X[:, 0]])
+    code, got, err = run(capsys, "predict", model, shuffled, "--proba")
+    assert code == 0, err
+    assert "columns were put in the model's order (a, b, c, d)" in err
+    assert got == want
+    code, got, _ = run(capsys, "predict", model, data, "--proba")  # the training file itself
+    assert code == 0 and got == want
+    renamed = tmp_path / "xyz.csv"
+    _write_csv(renamed, ["a", "b", "c", "z"], X.T)
+    code, _, err = run(capsys, "predict", model, renamed)
+    assert_failed(code, err, "predict", "lacks d", "not trained on: z",
+                  "trained on a, b, c, d (any order)")
+
+
+def test_predict_names_a_target_that_matched_nothing(capsys, tmp_path):
+    X, codes = _blobs(30)
+    net = bpx.Network([4, 3], seed=0, backend="numpy")
+    net.fit(X, codes, epochs=1)
+    net.save(tmp_path / "m.bpx")  # saved from Python: no column names
+    path = tmp_path / "d.csv"
+    _write_csv(path, ["a", "b", "c", "d", "label"], [*X.T, codes])
+    code, _, err = run(capsys, "predict", tmp_path / "m.bpx", path, "--target", "lable")
+    assert_failed(code, err, "predict", "takes 4 feature columns",
+                  "--target 'lable' matched no column")
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["demo", "--epochs", "0"], "--epochs: expected an integer >= 1"),
+    (["demo", "--batch-size", "0"], "--batch-size"),
+    (["demo", "--hidden", "0"], "--hidden"),
+    (["demo", "--lr", "0"], "--lr"),
+    (["demo", "--optimizer", "adamm"], "invalid choice"),
+    (["demo", "--backend", "numpyy"], "unknown backend"),
+    (["demo", "--seed", "-1"], "--seed: expected an integer >= 0"),
+    (["train", "d.csv", "--target", "y", "--seed", "-1"], "--seed: expected an integer >= 0"),
+])
+def test_demo_and_seed_options_are_checked_when_parsed(capsys, tmp_path, monkeypatch, argv,
+                                                        fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.csv").write_text("a,y\n1,x\n2,z\n")
+    assert fragment in usage_error(capsys, *argv)

@@ -167,6 +167,27 @@ def test_unfitted_network_round_trips(tmp_path):
     assert loaded.activations == [] and loaded.classes_ is None and loaded.history == {}
 
 
+def test_column_names_round_trip_and_are_checked_on_save(tmp_path):
+    net = bpx.Network([3, 2], backend="numpy", seed=1)
+    assert net.feature_names is None and net.target_names is None
+    net.feature_names, net.target_names = ["a", "b", "c"], ["y"]
+    io.save(net, tmp_path / "m.bpx")
+    loaded = io.load(tmp_path / "m.bpx", backend="numpy")
+    assert loaded.feature_names == ["a", "b", "c"] and loaded.target_names == ["y"]
+    net.feature_names = ["a", "b"]
+    with pytest.raises(ValueError, match=r"feature_names must be None or a list of 3 str"):
+        io.save(net, tmp_path / "m.bpx")
+    assert io.load(tmp_path / "m.bpx", backend="numpy").feature_names == ["a", "b", "c"]
+
+
+def test_a_file_without_column_names_loads_with_none(saved):
+    """Files written before the optional keys existed."""
+    _, path = saved
+    _edit_config(path, lambda c: (c.pop("feature_names"), c.pop("target_names")))
+    loaded = io.load(path, backend="numpy")
+    assert loaded.feature_names is None and loaded.target_names is None
+
+
 LABELS = {
     "float32": np.array([-0.0, 1.5, 3.4028235e38], dtype=np.float32),
     "float64": np.array([0.1, 1e-310, 1e300]),
@@ -509,6 +530,8 @@ def _delete(key):
     (_set("classes", {"dtype": "<i8", "values": [1, 2]}), "2 class labels for an output layer"),
     (_set("loss", "mse"), "a regressor .*with class labels"),
     (_set("rng", {"bit_generator": "MT19937"}), "unsupported generator 'MT19937'"),
+    (_set("feature_names", ["a"]), r"'feature_names' must be null or a list of \d+ strings"),
+    (_set("target_names", "y"), "'target_names' must be null or a list of strings"),
     (_set("rng", {"bit_generator": "PCG64", "state": 5}), "'rng' is not a valid PCG64 state"),
 ])
 def test_bad_configuration(saved, edit, match):
