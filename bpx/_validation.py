@@ -150,6 +150,19 @@ def check_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
     return y
 
 
+def is_real(value) -> bool:
+    """A real number of any kind (Python's, NumPy's ``float32``, ``int64``, ...), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` as a bool; a string such as ``"no"`` (truthy) is refused, not obeyed."""
+    if not isinstance(value, (bool, np.bool_)):
+        msg = f"{name} must be True or False, got {value!r}"
+        raise ValueError(msg)
+    return bool(value)
+
+
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         msg = f"{name} must be an integer >= {minimum}, got {value!r}"

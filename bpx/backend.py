@@ -841,6 +841,9 @@ class Backend:
         xp = self.xp
         if not _is_namespace_array(xp, x):
             x = to_host(x)
+            if self.name == "torch" and isinstance(x, np.ndarray) and any(
+                    s < 0 for s in x.strides):
+                x = np.ascontiguousarray(x)  # torch cannot view negative strides (X[::-1])
         elif self.name == "torch" and x.requires_grad:
             x = x.detach()  # data, not a parameter: never build an autograd graph on it
         return xp.asarray(x, dtype=dtype, device=self.device)

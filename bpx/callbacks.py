@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 import os
 
+from bpx._validation import check_positive_int, is_real
+
 
 class Callback:
     def on_train_begin(self, net) -> None:
@@ -59,8 +61,7 @@ def monitored(logs: dict, monitor: str | None, who: str) -> tuple[str, float]:
 
 def check_non_negative(name: str, value) -> float:
     """``value`` as a float, or a ValueError naming ``name`` unless it is finite and >= 0."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value >= 0):
+    if not (is_real(value) and math.isfinite(value) and value >= 0):
         msg = f"{name} must be a finite number >= 0, got {value!r}"
         raise ValueError(msg)
     return float(value)
@@ -92,9 +93,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str | None = None, patience: int = 10, min_delta: float = 1e-4,
                  restore_best_weights: bool = True):
-        if not isinstance(patience, int) or patience < 0:
-            msg = f"patience must be an integer >= 0, got {patience!r}"
-            raise ValueError(msg)
+        patience = check_positive_int("patience", patience, minimum=0)
         self.monitor, self.patience = monitor, patience
         self.min_delta = check_non_negative("min_delta", min_delta)
         self.restore_best_weights = restore_best_weights

@@ -134,8 +134,13 @@ def save(net, path) -> None:
         offset += a.nbytes
     raw = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("ascii")
     raw += b" " * (-(8 + len(raw)) % 8)
-    _atomic_write(path, [len(raw).to_bytes(8, "little"), raw,
-                         *(memoryview(tensors[n]).cast("B") for n in order)])
+    try:
+        _atomic_write(path, [len(raw).to_bytes(8, "little"), raw,
+                             *(memoryview(tensors[n]).cast("B") for n in order)])
+    except OSError as exc:  # it names the temporary file; the user gave ``path``
+        if exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, path) from exc
 
 
 def _host(net, p, what: str) -> np.ndarray:
@@ -163,7 +168,11 @@ def _config(net) -> dict:
         raise ValueError(msg)
     history = {}
     for key, values in (net.history or {}).items():
-        history[str(key)] = [_number(v, f"history[{key!r}]") for v in values]
+        # an entry is a number per epoch, or a tuple of numbers (``diverged_at``'s
+        # (epoch, step)), stored as a JSON list and read back as a tuple
+        history[str(key)] = [[_number(x, f"history[{key!r}]") for x in v]
+                             if isinstance(v, (tuple, list)) else _number(v, f"history[{key!r}]")
+                             for v in values]
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -349,7 +358,8 @@ def load(path, backend=None, *, device=None, on_unavailable=None):
     net.biases = [be.asarray(tensors[f"biases.{i}"], dtype=dt) for i in range(L)]
     net.classes_ = None if config["classes"] is None else _decode_classes(path, config["classes"])
     net._y_shape = config["y_shape"]
-    net.history = {k: list(v) for k, v in config["history"].items()}
+    net.history = {k: [tuple(x) if isinstance(x, list) else x for x in v]
+                   for k, v in config["history"].items()}
     net.feature_names = config.get("feature_names")
     net.target_names = config.get("target_names")
     if config.get("rng") is not None:
@@ -479,10 +489,14 @@ def _check_config(c: dict, fail) -> None:
     if c["y_shape"] not in (None, "1d", "2d"):
         raise fail(f"config 'y_shape' must be null, '1d' or '2d', got {c['y_shape']!r}")
     hist = c["history"]
+    def entry_ok(x) -> bool:  # a number, or a list of numbers (a tuple when saved)
+        return isinstance(x, (int, float)) or (
+            isinstance(x, list) and all(isinstance(y, (int, float)) for y in x))
+
     if not isinstance(hist, dict) or not all(
-            isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
-            for v in hist.values()):
-        raise fail("config 'history' must map names to lists of numbers")
+            isinstance(v, list) and all(entry_ok(x) for x in v) for v in hist.values()):
+        raise fail("config 'history' must map names to lists of numbers (or of lists of "
+                   "numbers)")
     for key, n in (("feature_names", layers[0]), ("target_names", None)):
         names = c.get(key)
         if names is not None and (not isinstance(names, list)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Sequence
 
 import array_api_compat
@@ -104,7 +105,7 @@ class Network:
         _check_pair(self.loss, self.output, n_out)
 
         self._backend = resolve(backend, device=device, on_unavailable=on_unavailable)
-        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._rng = _rng_from(seed)
         kinds = [init or initializers.default_for(a.name)
                  for a in (*self.activations, self.output)]
         W = [initializers.draw(self._rng, k, n_o, n_i)
@@ -159,6 +160,27 @@ class Network:
         self._set_params(W, b)
         return self
 
+    def __getstate__(self) -> dict:
+        # the backend holds modules, which do not pickle: keep its name and the parameters
+        # on the host; the optimizer's state is dropped (each fit makes a fresh one, unless
+        # given an instance)
+        state = self.__dict__.copy()
+        be = state.pop("_backend")
+        state["_backend_name"] = be.name
+        state["weights"] = [np.array(be.to_host(w)) for w in self.weights]
+        state["biases"] = [np.array(be.to_host(b)) for b in self.biases]
+        state.pop("optimizer_", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle onto the backend of the same name, on its default device."""
+        state = dict(state)
+        W, b = state.pop("weights"), state.pop("biases")
+        self.__dict__.update(state)
+        self._backend = resolve(state.pop("_backend_name"))
+        del self.__dict__["_backend_name"]
+        self._set_params(W, b)  # as pickled, like bpx.load: no checks to fail
+
     def __repr__(self) -> str:
         hidden = [a.name for a in self.activations]
         return (f"Network({self.layers}, activation={hidden}, output={self.output.name!r}, "
@@ -179,9 +201,18 @@ class Network:
             y = v.check_labels(v.check_targets_host(y, name), name)
             v.check_lengths(X, y, names=("X", name))
             if fit:
-                classes = np.unique(y)
+                classes = _unique_labels(y, name)
                 n_out = self.layers[-1]
                 want = 2 if n_out == 1 else n_out
+                if self.classes_ is not None:  # trained before: the units keep their classes
+                    new = classes[~np.isin(classes, self.classes_)]
+                    if new.size:
+                        msg = (f"{name} has labels this network was not trained on: "
+                               f"{new[:5].tolist()}; its output units stand for classes_ "
+                               f"{self.classes_.tolist()}, and a later fit may use those or "
+                               "a subset of them. Build a new Network to learn other labels")
+                        raise ValueError(msg)
+                    classes = self.classes_
                 if classes.size < 2:
                     msg = (f"{name} has a single class ({classes[0].item()!r}); a classifier needs "
                            "at least two")
@@ -291,6 +322,7 @@ class Network:
 
         epochs = v.check_positive_int("epochs", epochs, minimum=0)
         batch_size = v.check_positive_int("batch_size", batch_size)
+        shuffle = v.check_bool("shuffle", shuffle)
         if on_divergence not in ("raise", "warn", "ignore"):
             msg = f"on_divergence must be 'raise', 'warn' or 'ignore', got {on_divergence!r}"
             raise ValueError(msg)
@@ -307,12 +339,37 @@ class Network:
             clip_norm = _positive_float("clip_norm", clip_norm)
         schedule = schedules.get(lr_schedule) if lr_schedule is not None else None
         opt = _make_optimizer(optimizer, lr, momentum, nesterov, weight_decay)
+        params = [p for wb in zip(self.weights, self.biases) for p in wb]
+        opt.check_state(params, self._backend)
         callbacks = list(callbacks)
-        if early_stopping:
+        if early_stopping is not False and early_stopping is not None:
+            # True: patience 10; an int is the patience, 0 included (stop at the first miss)
             patience = 10 if early_stopping is True else v.check_positive_int(
                 "early_stopping", early_stopping, minimum=0)
             callbacks.append(_cb.EarlyStopping(patience=patience))
 
+        # a refused call leaves the network as it was: labels, target shape and RNG
+        kept = (self.classes_, self._y_shape, self._rng.bit_generator.state)
+        try:
+            Xd, Y, codes, sw, val = self._fit_data(X, y, sample_weight, class_weight,
+                                                   validation_data, validation_split)
+        except BaseException:
+            self.classes_, self._y_shape = kept[:2]
+            self._rng.bit_generator.state = kept[2]
+            raise
+        cfg = training.FitConfig(
+            epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=shuffle,
+            validation=val, verbose=verbose, fused=fused, sample_weight=sw, dropout=dropout,
+            clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
+            on_divergence=on_divergence)
+        self.optimizer_ = opt
+        with self._memory_hint("fit", batch_size, Xd.shape[0]):
+            training.train(self, Xd, Y, codes, cfg)
+        return self
+
+    def _fit_data(self, X, y, sample_weight, class_weight, validation_data, validation_split):
+        """fit's checked inputs on the device: ``(X, Y, codes, sample_weight, validation)``.
+        Sets ``classes_`` / the target shape and may draw from the RNG (the split)."""
         Xd = self._features(X)
         Y, codes = self._targets(y, Xd, fit=True)
         sw = v.check_sample_weight(sample_weight, Xd.shape[0])
@@ -346,15 +403,7 @@ class Network:
                 msg = ("sample_weight: every sample left for training after "
                        f"validation_split={validation_split} weighs 0; nothing to train on")
                 raise ValueError(msg)
-        cfg = training.FitConfig(
-            epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=bool(shuffle),
-            validation=val, verbose=verbose, fused=fused, sample_weight=sw, dropout=dropout,
-            clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
-            on_divergence=on_divergence)
-        self.optimizer_ = opt
-        with self._memory_hint("fit", batch_size, Xd.shape[0]):
-            training.train(self, Xd, Y, codes, cfg)
-        return self
+        return Xd, Y, codes, sw, val
 
     @contextlib.contextmanager
     def _memory_hint(self, what: str, batch_size: int | None, m: int):
@@ -386,7 +435,11 @@ class Network:
                 msg = (f"class_weight names labels not in y: {unknown}; "
                        f"classes are {self.classes_.tolist()}")
                 raise ValueError(msg)
-            per_class = np.array([float(class_weight.get(c, 1.0)) for c in self.classes_.tolist()])
+            values = [class_weight.get(c, 1.0) for c in self.classes_.tolist()]
+            if not all(v.is_real(w) for w in values):
+                msg = f"class_weight values must be numbers, got {class_weight!r}"
+                raise ValueError(msg)
+            per_class = np.array([float(w) for w in values])
             if not np.all(np.isfinite(per_class)) or np.any(per_class < 0):
                 msg = f"class_weight values must be finite and >= 0, got {class_weight!r}"
                 raise ValueError(msg)
@@ -398,7 +451,7 @@ class Network:
         return w if sw is None else w * sw
 
     def _split(self, Xd, Y, codes, sw, fraction):
-        if not (isinstance(fraction, (int, float)) and 0.0 < fraction < 1.0):
+        if not (v.is_real(fraction) and 0.0 < fraction < 1.0):
             msg = f"validation_split must be a number in (0, 1), got {fraction!r}"
             raise ValueError(msg)
         m = Xd.shape[0]
@@ -408,7 +461,9 @@ class Network:
             for c in np.unique(host_codes):
                 idx = np.flatnonzero(host_codes == c)
                 self._rng.shuffle(idx)
-                val[idx[: round(len(idx) * fraction)]] = True
+                # at least one sample of every class stays for training (a class of one
+                # with fraction 0.6 would otherwise go wholly to validation)
+                val[idx[: min(round(len(idx) * fraction), len(idx) - 1)]] = True
         else:
             val = np.zeros(m, dtype=bool)
             val[self._rng.permutation(m)[: round(m * fraction)]] = True
@@ -437,6 +492,8 @@ class Network:
         """Replace the parameters (any array library; checked against the layer shapes, and
         finite once converted to the network's dtype)."""
         shapes = [(o, i) for i, o in zip(self.layers[:-1], self.layers[1:])]
+        weights = [w if hasattr(w, "shape") else v.as_array(w, "weights") for w in weights]
+        biases = [b if hasattr(b, "shape") else v.as_array(b, "biases") for b in biases]
         if len(weights) != len(shapes) or len(biases) != len(shapes):
             msg = (f"set_params needs {len(shapes)} weights and biases, got "
                    f"{len(weights)} and {len(biases)}")
@@ -505,6 +562,8 @@ class Network:
         return a
 
     def _output_guarded(self, X, batch_size, what: str):
+        if batch_size is not None:
+            batch_size = v.check_positive_int("batch_size", batch_size)
         Xd = self._features(X)
         with self._memory_hint(what, batch_size, Xd.shape[0]):
             return self._output(Xd, batch_size)
@@ -545,10 +604,33 @@ class Network:
 
     def evaluate(self, X, y, *, batch_size: int | None = None) -> dict[str, float]:
         """Mean loss, and accuracy for classifiers: ``{"loss": ..., "accuracy": ...}``."""
+        if batch_size is not None:
+            batch_size = v.check_positive_int("batch_size", batch_size)
         Xd = self._features(X)
         Y, codes = self._targets(y, Xd, fit=False)
         with self._memory_hint("evaluate", batch_size, Xd.shape[0]):
             return training.evaluate(self, Xd, Y, codes, batch_size)
+
+
+def _rng_from(seed) -> np.random.Generator:
+    """The host RNG: ``seed`` None (fresh entropy), an int >= 0, or a Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, (bool, np.bool_))
+                             or not isinstance(seed, numbers.Integral) or seed < 0):
+        msg = f"seed must be None, an integer >= 0 or a numpy Generator, got {seed!r}"
+        raise ValueError(msg)
+    return np.random.default_rng(None if seed is None else int(seed))
+
+
+def _unique_labels(y: np.ndarray, name: str) -> np.ndarray:
+    try:
+        return np.unique(y)
+    except TypeError:  # an object array mixing kinds that do not order: 0, "a", 1.5
+        kinds = sorted({type(x).__name__ for x in y.tolist()})
+        msg = (f"{name} mixes label types that cannot be sorted together ({', '.join(kinds)}); "
+               "give labels of one kind, e.g. all strings")
+        raise TypeError(msg) from None
 
 
 def _check_layers(layers) -> list[int]:
@@ -588,22 +670,27 @@ def _check_pair(loss, output, n_out: int) -> None:
 
 
 def _check_dropout(dropout, n_hidden: int) -> list[float] | None:
-    scalar = isinstance(dropout, (int, float))
-    rates = [dropout] * n_hidden if scalar else list(dropout)
+    if dropout is None:
+        return None
+    scalar = v.is_real(dropout)
+    try:
+        rates = [dropout] * n_hidden if scalar else list(dropout)
+    except TypeError:
+        msg = f"dropout must be a rate or a list of rates, got {dropout!r}"
+        raise ValueError(msg) from None
     if len(rates) != n_hidden:
         msg = (f"dropout must be one rate or a list of {n_hidden} (one per hidden layer), "
                f"got {dropout!r}")
         raise ValueError(msg)
     for r in [dropout] if scalar else rates:  # checked even with no hidden layer to drop
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+        if not v.is_real(r) or not 0.0 <= r < 1.0:
             msg = f"dropout rates must be numbers in [0, 1), got {dropout!r}"
             raise ValueError(msg)
     return [float(r) for r in rates] if any(rates) else None
 
 
 def _positive_float(name: str, value) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
+    if not v.is_real(value) or not math.isfinite(value) or value <= 0:
         msg = f"{name} must be a finite number > 0, got {value!r}"
         raise ValueError(msg)
     return float(value)
@@ -612,9 +699,20 @@ def _positive_float(name: str, value) -> float:
 def _make_optimizer(optimizer, lr, momentum, nesterov, weight_decay):
     from bpx import optimizers
 
+    sgd_only = {"momentum": momentum, "nesterov": nesterov}
     if isinstance(optimizer, optimizers.Optimizer):
+        given = {"lr": lr, "weight_decay": weight_decay or None, **sgd_only}
+        ignored = [k for k, val in given.items() if val]
+        if ignored:
+            msg = (f"{', '.join(ignored)} would be ignored: the Optimizer instance passed as "
+                   f"optimizer carries its own settings ({optimizer!r})")
+            raise ValueError(msg)
         return optimizer
     name = str(optimizer).lower()
+    if name.startswith("adam") and any(sgd_only.values()):
+        msg = (f"momentum and nesterov are SGD's settings; optimizer={optimizer!r} would "
+               "ignore them")
+        raise ValueError(msg)
     kwargs = {"weight_decay": weight_decay}
     if name.startswith("adam"):
         kwargs["lr"] = 1e-3 if lr is None else lr

@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 
 from bpx import backprop
+from bpx._validation import is_real
 from bpx.exceptions import suggest
 
 
 def _check_rate(name: str, value, *, low: float = 0.0, high: float = math.inf,
                 closed_low: bool = False, closed_high: bool = False) -> float:
-    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok_type = is_real(value)
     v = float(value) if ok_type else math.nan
     lo_ok = v >= low if closed_low else v > low
     hi_ok = v <= high if closed_high else v < high
@@ -57,6 +58,30 @@ class Optimizer:
         a step may overwrite them, and training reuses their memory for the next step's
         gradients (NumPy), so an optimizer that keeps anything must copy it."""
         raise NotImplementedError
+
+    def _state(self) -> list[list]:
+        """The per-parameter state lists (velocities, moments) held so far."""
+        return [s for s in (getattr(self, "_m", None), getattr(self, "_v", None))
+                if s is not None]
+
+    def check_state(self, params: list, backend) -> None:
+        """Refuse state kept for other parameters: an instance passed to ``fit`` of another
+        network (other shapes) or of this one before ``to()`` moved it (another backend)."""
+        from bpx.backend import _is_namespace_array
+
+        want = [tuple(p.shape) for p in params]
+        for s in self._state():
+            shapes = [tuple(a.shape) for a in s]
+            if shapes != want:
+                msg = (f"this {type(self).__name__} instance holds state for parameters of "
+                       f"shapes {shapes}, not this network's {want}: it was used to train "
+                       f"another network. Pass a new optimizer (or its name) to fit")
+                raise ValueError(msg)
+            if not all(_is_namespace_array(backend.xp, a) for a in s):
+                msg = (f"this {type(self).__name__} instance holds state on another backend "
+                       f"than this network's ({backend.name}); pass a new optimizer (or its "
+                       f"name) to fit after moving a network with to()")
+                raise ValueError(msg)
 
     def state_error(self, xp, to_host) -> str | None:
         """Why this optimizer's state can no longer train, or ``None`` while it can.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from bpx import _validation as _v
 from bpx import callbacks
 from bpx.exceptions import suggest
 
@@ -31,9 +32,7 @@ class StepDecay(Schedule):
     """``lr = base · gamma^⌊epoch / step_size⌋``."""
 
     def __init__(self, step_size: int = 10, gamma: float = 0.1):
-        if not isinstance(step_size, int) or step_size < 1:
-            msg = f"step_size must be an integer >= 1, got {step_size!r}"
-            raise ValueError(msg)
+        step_size = _v.check_positive_int("step_size", step_size)
         _check_factor("gamma", gamma)
         self.step_size, self.gamma = step_size, float(gamma)
 
@@ -56,13 +55,9 @@ class Cosine(Schedule):
     """Cosine annealing from ``base`` to ``min_lr`` over ``period`` epochs, then ``min_lr``."""
 
     def __init__(self, period: int, min_lr: float = 0.0):
-        if not isinstance(period, int) or period < 1:
-            msg = f"period must be an integer >= 1, got {period!r}"
-            raise ValueError(msg)
-        if not (isinstance(min_lr, (int, float)) and math.isfinite(min_lr) and min_lr >= 0):
-            msg = f"min_lr must be a finite number >= 0, got {min_lr!r}"
-            raise ValueError(msg)
-        self.period, self.min_lr = period, float(min_lr)
+        period = _v.check_positive_int("period", period)
+        self.period = period
+        self.min_lr = callbacks.check_non_negative("min_lr", min_lr)
 
     def __call__(self, epoch, base_lr, logs):
         t = min(epoch, self.period) / self.period
@@ -81,9 +76,7 @@ class ReduceOnPlateau(Schedule):
     def __init__(self, factor: float = 0.1, patience: int = 5, min_delta: float = 1e-4,
                  monitor: str | None = None, min_lr: float = 0.0):
         _check_factor("factor", factor)
-        if not isinstance(patience, int) or patience < 0:
-            msg = f"patience must be an integer >= 0, got {patience!r}"
-            raise ValueError(msg)
+        patience = _v.check_positive_int("patience", patience, minimum=0)
         self.factor, self.patience = float(factor), patience
         self.min_delta = callbacks.check_non_negative("min_delta", min_delta)
         self.monitor, self.min_lr = monitor, callbacks.check_non_negative("min_lr", min_lr)
@@ -103,7 +96,7 @@ class ReduceOnPlateau(Schedule):
 
 
 def _check_factor(name: str, value) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+    if not (_v.is_real(value) and 0.0 < value <= 1.0):
         msg = f"{name} must be a number in (0, 1], got {value!r}"
         raise ValueError(msg)
 

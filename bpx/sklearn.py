@@ -305,17 +305,27 @@ class _BPXBase(BaseEstimator):
         dtype = self.dtype if first_pass else self.network_.dtype
         # data: X, T (targets as the network's outputs, (n, n_L)), codes (class indices or
         # None), y (what the validation score compares with), sw (sample weights or None)
-        data = self._validate_xy(X, y, first_pass=first_pass, incremental=incremental,
-                                 classes=classes, dtype=dtype)
-        data["sw"] = self._sample_weight(sample_weight, data, incremental)
+        # a refused call leaves the fitted attributes as they were (classes_ in step with
+        # network_): _validate_xy sets them before the sample weights are checked
+        kept = {k: self.__dict__[k] for k in _FITTED_INPUT_ATTRS if k in self.__dict__}
+        try:
+            data = self._validate_xy(X, y, first_pass=first_pass, incremental=incremental,
+                                     classes=classes, dtype=dtype)
+            data["sw"] = self._sample_weight(sample_weight, data, incremental)
+            if not first_pass and [*self.network_.layers[1:-1]] != params["hidden"]:
+                msg = (f"hidden_layer_sizes={self.hidden_layer_sizes!r} differs from the "
+                       f"fitted network's {self.network_.layers[1:-1]}; set warm_start=False "
+                       "to refit")
+                raise ValueError(msg)
+        except BaseException:
+            for k in _FITTED_INPUT_ATTRS:
+                self.__dict__.pop(k, None)
+            self.__dict__.update(kept)
+            raise
         if data["sw"] is not None and not np.all(data["sw"] > 0):
             data = _take(data, data["sw"] > 0)  # zero-weight samples carry nothing
         if first_pass:
             self._initialize(data["X"].shape[1], data["T"].shape[1], params["hidden"])
-        elif [*self.network_.layers[1:-1]] != params["hidden"]:
-            msg = (f"hidden_layer_sizes={self.hidden_layer_sizes!r} differs from the fitted "
-                   f"network's {self.network_.layers[1:-1]}; set warm_start=False to refit")
-            raise ValueError(msg)
         net = self.network_
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._new_optimizer()
@@ -789,6 +799,10 @@ class BPXRegressor(RegressorMixin, _BPXBase):
 # ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
+#: what ``_validate_xy`` (and sklearn's ``validate_data``) set from a call's X and y
+_FITTED_INPUT_ATTRS = ("classes_", "n_features_in_", "feature_names_in_")
+
+
 class _PickledNetwork:
     """A Network reduced to host arrays and names (its backend holds modules, which do not
     pickle); :meth:`rebuild` makes it again on the backend it was on, by name."""

@@ -131,6 +131,8 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
                 _check_final_weights(net, X, Y, b, snapshots[1], epoch, math.ceil(m / b), opt,
                                      cfg.on_divergence)
     finally:
+        if cfg.lr_schedule is not None:
+            opt.lr = base_lr  # an Optimizer instance given to fit keeps the rate it came with
         for cb in cfg.callbacks:
             cb.on_train_end(net, logs)
     if interrupted:

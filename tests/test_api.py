@@ -1,0 +1,295 @@
+"""API semantics an audit of the Python interface probed: a refused ``fit`` changes nothing,
+a later ``fit`` keeps the output units' classes, NumPy scalars are numbers, optimizer
+instances carry no hidden state across networks, a diverged network saves, ``Network``
+pickles. Run over every backend where the backend matters (the ``be`` fixture)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+import bpx
+from bpx import callbacks, optimizers
+from bpx.backend import to_host
+from bpx.exceptions import NotFittedError
+
+
+def blobs(m=30, seed=0):
+    rng = np.random.default_rng(seed)
+    codes = np.arange(m) % 3
+    centers = np.array([[0.0, 0.0, 0.0, 0.0], [2.0, 2.0, 0.0, 0.0], [0.0, 2.0, 2.0, 2.0]])
+    return centers[codes] + 0.4 * rng.standard_normal((m, 4)), codes
+
+
+def host_params(net) -> list[np.ndarray]:
+    return [np.array(to_host(p), copy=True) for p in (*net.weights, *net.biases)]
+
+
+def assert_same_params(a, b) -> None:
+    for pa, pb in zip(host_params(a), host_params(b), strict=True):
+        np.testing.assert_array_equal(pa, pb)
+
+
+# --------------------------------------------------------------------------------------
+# a refused fit changes nothing; a later fit keeps the classes
+# --------------------------------------------------------------------------------------
+def test_a_refused_fit_leaves_the_labels_and_predictions(be):
+    X, y = blobs()
+    net = bpx.Network([4, 8, 3], backend=be, seed=0).fit(X, y, epochs=2)
+    before = net.predict(X)
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        net.fit(X, y[::-1], sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="not trained on"):
+        net.fit(X, y + 10)
+    assert net.classes_.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(net.predict(X), before)
+
+
+def test_a_refused_fit_on_an_unfitted_network_leaves_it_unfitted(be):
+    X, y = blobs()
+    net = bpx.Network([4, 3], backend=be, seed=0)
+    with pytest.raises(ValueError, match="class_weight names labels not in y"):
+        net.fit(X, y, class_weight={7: 2.0})
+    with pytest.raises(NotFittedError):
+        net.predict(X)
+
+
+def test_a_refused_fit_leaves_a_regressors_target_shape(be):
+    X, _ = blobs()
+    t = X[:, 0] - X[:, 1]
+    net = bpx.Network([4, 1], loss="mse", backend=be, seed=0).fit(X, t, epochs=1)
+    with pytest.raises(ValueError, match="sample_weight"):
+        net.fit(X, t[:, None], sample_weight=-np.ones(len(t)))
+    assert tuple(net.predict(X).shape) == (len(t),)
+
+
+def test_a_refused_validation_split_does_not_use_the_rng(be):
+    """The split draws from the network's RNG before it can find the split empty."""
+    X, y = blobs(6)
+    a = bpx.Network([4, 3], backend=be, seed=0)
+    b = bpx.Network([4, 3], backend=be, seed=0)
+    with pytest.raises(ValueError, match="leaves an empty training or validation set"):
+        a.fit(X, y, validation_split=0.01, epochs=1)
+    a.fit(X, y, epochs=3, batch_size=2)
+    b.fit(X, y, epochs=3, batch_size=2)
+    assert a.history["loss"] == b.history["loss"]
+
+
+def test_a_later_fit_keeps_the_classes_and_takes_a_subset(be):
+    X, y = blobs()
+    labels = np.array(["a", "b", "c"])[y]
+    net = bpx.Network([4, 8, 3], backend=be, seed=0).fit(X, labels, epochs=20)
+    before = net.predict(X[:6])
+    net.fit(X[labels != "c"], labels[labels != "c"], epochs=0)  # a subset: fine
+    assert net.classes_.tolist() == ["a", "b", "c"]
+    np.testing.assert_array_equal(net.predict(X[:6]), before)
+    relabelled = np.array(["c", "a", "z"])[y]
+    with pytest.raises(ValueError, match=r"labels this network was not trained on: \['z'\]"):
+        net.fit(X, relabelled, epochs=0)
+    np.testing.assert_array_equal(net.predict(X[:6]), before)
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")
+def test_sklearn_refused_refit_keeps_classes_in_step_with_the_network():
+    pytest.importorskip("sklearn", reason="scikit-learn is needed for bpx.sklearn")
+    from bpx.sklearn import BPXClassifier
+
+    X, y = blobs()
+    labels = np.array(["a", "b", "c"])[y]
+    clf = BPXClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0,
+                        backend="numpy").fit(X, labels)
+    with pytest.raises(ValueError, match="sample_weight"):
+        clf.fit(X, np.where(labels == "a", "z", labels), sample_weight=np.ones(5))
+    assert clf.classes_.tolist() == ["a", "b", "c"] == clf.network_.classes_.tolist()
+    np.testing.assert_array_equal(clf.classes_[clf.predict_proba(X).argmax(1)], clf.predict(X))
+
+
+def test_the_stratified_split_keeps_a_sample_of_every_class_for_training():
+    X, y = blobs(21)
+    y = np.r_[np.zeros(10, int), np.ones(10, int), 2]
+    net = bpx.Network([4, 3], seed=0)
+    _, _, codes, _, val = net._fit_data(X, y, None, None, None, 0.6)
+    assert sorted(set(to_host(codes).tolist())) == [0, 1, 2]
+    assert 2 not in to_host(val[2]).tolist()
+
+
+# --------------------------------------------------------------------------------------
+# arguments: NumPy scalars are numbers, bools and strings are not
+# --------------------------------------------------------------------------------------
+def test_numpy_scalars_are_accepted_wherever_numbers_are(be):
+    X, y = blobs()
+    kw = dict(epochs=3, batch_size=8, validation_split=0.25, early_stopping=2,
+              clip_norm=1, dropout=[0.1], optimizer="momentum", momentum=0.5, lr=0.05)
+    a = bpx.Network([4, 8, 3], backend=be, seed=np.int64(3)).fit(X, y, **kw)
+    kw_np = {k: (np.float32(v) if isinstance(v, float) else np.int64(v))
+             if k not in ("optimizer", "dropout") else v for k, v in kw.items()}
+    kw_np["dropout"] = [np.float32(0.1)]
+    b = bpx.Network([4, 8, 3], backend=be, seed=3)
+    b.fit(X, y, **{**kw_np, "lr": float(np.float32(0.05)), "momentum": np.float64(0.5)})
+    c = bpx.Network([4, 8, 3], backend=be, seed=3).fit(
+        X, y, **{**kw, "lr": float(np.float32(0.05)), "validation_split": float(np.float32(0.25)),
+                 "dropout": [float(np.float32(0.1))], "clip_norm": 1.0})
+    assert b.history["loss"] == c.history["loss"]
+    assert len(a.history["loss"]) == len(c.history["loss"])
+    bpx.Network([4, 3], backend=be, seed=0).fit(X, y, epochs=1, lr=np.float32(0.01))
+    callbacks.EarlyStopping(patience=np.int64(2), min_delta=np.float32(1e-3))
+    optimizers.Adam(lr=np.float32(1e-3), beta1=np.float64(0.9), eps=np.float32(1e-7))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"seed": 3.0}, r"seed must be None, an integer >= 0 or a numpy Generator, got 3\.0"),
+    ({"seed": True}, r"seed must be None, an integer >= 0 or a numpy Generator, got True"),
+    ({"seed": -1}, r"seed must be None, an integer >= 0"),
+])
+def test_bad_seeds_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bpx.Network([4, 3], **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    ({"shuffle": "no"}, ValueError, r"shuffle must be True or False, got 'no'"),
+    ({"dropout": ["0.2"]}, ValueError, r"dropout rates must be numbers in \[0, 1\)"),
+    ({"dropout": object()}, ValueError, r"dropout must be a rate or a list of rates"),
+    ({"class_weight": {0: "a"}}, ValueError, r"class_weight values must be numbers"),
+    ({"optimizer": "adam", "momentum": 0.9}, ValueError, r"momentum and nesterov are SGD's"),
+    ({"optimizer": optimizers.SGD(lr=0.1), "lr": 0.5}, ValueError,
+     r"lr would be ignored: the Optimizer instance"),
+    ({"optimizer": optimizers.Adam(), "weight_decay": 0.1}, ValueError,
+     r"weight_decay would be ignored"),
+])
+def test_fit_arguments_that_would_be_misread_are_refused(kwargs, exc, match):
+    X, y = blobs()
+    with pytest.raises(exc, match=match):
+        bpx.Network([4, 8, 3], seed=0).fit(X, y, epochs=1, **kwargs)
+
+
+def test_dropout_none_is_no_dropout():
+    X, y = blobs()
+    a = bpx.Network([4, 8, 3], seed=0).fit(X, y, epochs=2, dropout=None)
+    b = bpx.Network([4, 8, 3], seed=0).fit(X, y, epochs=2, dropout=0.0)
+    assert_same_params(a, b)
+
+
+def test_mixed_label_kinds_are_named():
+    X, _ = blobs(3)
+    with pytest.raises(TypeError, match=r"y mixes label types that cannot be sorted together "
+                                        r"\(float, int, str\)"):
+        bpx.Network([4, 3], seed=0).fit(X, np.array([0, "a", 1.5], dtype=object))
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "evaluate"])
+@pytest.mark.parametrize("batch_size", [0, -1, 7.0, True])
+def test_prediction_batch_size_is_checked(be, method, batch_size):
+    X, y = blobs()
+    net = bpx.Network([4, 3], backend=be, seed=0).fit(X, y, epochs=1)
+    args = (X, y) if method == "evaluate" else (X,)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1, got"):
+        getattr(net, method)(*args, batch_size=batch_size)
+
+
+def test_early_stopping_zero_is_patience_zero():
+    """``early_stopping=0`` used to read as False (off); it is a patience of 0."""
+    X, y = blobs()
+    Xv, yv = blobs(seed=1)
+    kw = dict(epochs=60, batch_size=4, lr=2.0, validation_data=(Xv, yv), on_divergence="ignore")
+    a = bpx.Network([4, 8, 3], seed=0).fit(X, y, early_stopping=0, **kw)
+    b = bpx.Network([4, 8, 3], seed=0).fit(
+        X, y, callbacks=[callbacks.EarlyStopping(patience=0)], **kw)
+    assert len(a.history["loss"]) == len(b.history["loss"]) < 60
+
+
+def test_set_params_takes_nested_lists():
+    net = bpx.Network([2, 1], seed=0)
+    net.set_params([[[1.0, 2.0]]], [[0.5]])
+    np.testing.assert_array_equal(to_host(net.weights[0]), [[1.0, 2.0]])
+
+
+def test_reversed_numpy_views_are_taken_on_every_backend(be):
+    """torch refuses negative strides; the data is copied on the way in."""
+    X, y = blobs()
+    a = bpx.Network([4, 3], backend=be, seed=0).fit(X[::-1], y[::-1], epochs=2)
+    b = bpx.Network([4, 3], backend=be, seed=0).fit(X[::-1].copy(), y[::-1].copy(), epochs=2)
+    assert a.history["loss"] == b.history["loss"]
+    np.testing.assert_array_equal(a.predict(X[::-1]), b.predict(X[::-1].copy()))
+
+
+# --------------------------------------------------------------------------------------
+# optimizer instances
+# --------------------------------------------------------------------------------------
+def test_a_schedule_leaves_an_optimizer_instance_its_rate():
+    X, y = blobs()
+    opt = optimizers.SGD(lr=0.1)
+    net = bpx.Network([4, 3], seed=0)
+    net.fit(X, y, epochs=4, optimizer=opt, lr_schedule=bpx.schedules.ExponentialDecay(0.5))
+    assert net.history["lr"] == [0.1, 0.05, 0.025, 0.0125]
+    assert opt.lr == 0.1
+
+
+def test_optimizer_state_of_another_network_is_refused(be):
+    X, y = blobs()
+    opt = optimizers.Adam()
+    bpx.Network([4, 8, 3], backend=be, seed=0).fit(X, y, epochs=1, optimizer=opt)
+    with pytest.raises(ValueError, match=r"holds state for parameters of shapes .* it was used "
+                                         r"to train another network"):
+        bpx.Network([4, 5, 3], backend=be, seed=0).fit(X, y, epochs=1, optimizer=opt)
+
+
+def test_optimizer_state_on_another_backend_is_refused():
+    pytest.importorskip("torch", reason="needs a second backend (torch)")
+    X, y = blobs()
+    opt = optimizers.SGD(lr=0.1, momentum=0.9)
+    net = bpx.Network([4, 3], backend="numpy", seed=0).fit(X, y, epochs=1, optimizer=opt)
+    net.to("torch")
+    with pytest.raises(ValueError, match=r"holds state on another backend than this "
+                                         r"network's \(torch\)"):
+        net.fit(X, y, epochs=1, optimizer=opt)
+
+
+# --------------------------------------------------------------------------------------
+# saving and pickling
+# --------------------------------------------------------------------------------------
+def test_a_diverged_network_saves_and_loads_its_history(tmp_path):
+    X, y = blobs()
+    net = bpx.Network([4, 8, 3], seed=0)
+    with pytest.raises(bpx.DivergenceError):
+        net.fit(X * 1e3, y, epochs=30, lr=1e4)
+    where = net.history["diverged_at"]
+    net.save(tmp_path / "m.bpx")
+    loaded = bpx.load(tmp_path / "m.bpx")
+    assert loaded.history["diverged_at"] == where and isinstance(where[0], tuple)
+    check = callbacks.ModelCheckpoint(tmp_path / "c.bpx")
+    net.fit(X, y, epochs=1, callbacks=[check])
+    assert bpx.load(tmp_path / "c.bpx").history["diverged_at"] == where
+
+
+def test_save_errors_name_the_path_given(tmp_path):
+    net = bpx.Network([4, 3], seed=0)
+    with pytest.raises(FileNotFoundError) as info:
+        net.save(tmp_path / "missing" / "x.bpx")
+    assert info.value.filename == str(tmp_path / "missing" / "x.bpx")
+    assert ".tmp" not in str(info.value)
+    with pytest.raises(IsADirectoryError) as info:
+        net.save(tmp_path)
+    assert info.value.filename == str(tmp_path) and ".tmp" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_network_pickles_and_deep_copies(be, how):
+    X, y = blobs()
+    labels = np.array(["a", "b", "c"])[y]
+    net = bpx.Network([4, 8, 3], backend=be, seed=0).fit(X, labels, epochs=2, optimizer="adam")
+    net.feature_names = ["p", "q", "r", "s"]
+    twin = pickle.loads(pickle.dumps(net)) if how == "pickle" else copy.deepcopy(net)
+    assert twin.backend == net.backend and twin.classes_.tolist() == ["a", "b", "c"]
+    assert twin.history == net.history and twin.feature_names == net.feature_names
+    assert_same_params(net, twin)
+    np.testing.assert_array_equal(twin.predict(X), net.predict(X))
+    net.fit(X, labels, epochs=1)  # the two train on independently, from the same RNG state
+    twin.fit(X, labels, epochs=1)
+    assert_same_params(net, twin)
+    assert math.isfinite(twin.history["loss"][-1])
