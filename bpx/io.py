@@ -48,7 +48,8 @@ A JSON object (Python's flavour: a non-finite number in ``history`` is written `
 ``classes``        ``null``, or ``{"dtype": <numpy dtype str>, "values": [...]}``: the class
                    labels ``classes_`` (see below)
 ``y_shape``        ``null``, ``"1d"`` or ``"2d"``: the shape of the regression targets
-``history``        ``{"loss": [...], ...}``: the training history, one number per epoch
+``history``        ``{"loss": [...], ...}``: the training history, one number per epoch;
+                   ``diverged_at`` holds ``[epoch, step]`` lists (tuples once loaded)
 ``rng``            ``null`` or the state of the host RNG (a PCG64 state: four integers),
                    so that training after a load shuffles as it would have without one
 ``saved_from``     ``{"backend": ..., "device": ...}`` (informational)
