@@ -156,7 +156,10 @@ def is_real(value) -> bool:
 
 
 def check_bool(name: str, value) -> bool:
-    """``value`` as a bool; a string such as ``"no"`` (truthy) is refused, not obeyed."""
+    """``value`` as a bool (also NumPy's, and the integers 0 and 1); a string such as
+    ``"no"`` (truthy) is refused, not obeyed."""
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
     if not isinstance(value, (bool, np.bool_)):
         msg = f"{name} must be True or False, got {value!r}"
         raise ValueError(msg)

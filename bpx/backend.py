@@ -969,6 +969,34 @@ def _make(name: str, device=None, reason: str = "") -> Backend:
     raise AssertionError(name)  # unreachable: names are checked by resolve()
 
 
+def device_spec(be: Backend):
+    """A plain (picklable) description of ``be.device`` that :func:`device_from_spec` turns
+    back into a device: None (the backend's default), an int or a string."""
+    dev = be.device
+    if be.name == "cupy":
+        return int(dev.id)
+    if be.name == "torch":
+        return str(dev)  # "cpu", "cuda:1"
+    if be.name == "jax":
+        return f"{dev.platform}:{dev.id}"
+    if be.name == "array_api_strict":
+        return str(getattr(dev, "_device", "")) or None
+    return None
+
+
+def device_from_spec(name: str, spec):
+    """The device ``spec`` (from :func:`device_spec`) names on backend ``name``; raises
+    LookupError when this machine has no such device."""
+    if spec is None or name not in ("jax",):
+        return spec
+    import jax
+
+    for d in jax.devices():
+        if f"{d.platform}:{d.id}" == spec:
+            return d
+    raise LookupError(f"no jax device {spec} here (devices: {jax.devices()})")
+
+
 def _name_of_namespace(mod) -> str | None:
     checks = (
         (array_api_compat.is_numpy_namespace, "numpy"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import decimal
 import difflib
 import importlib.util
 import os
@@ -149,8 +150,10 @@ def _read_npz(path: str, *, need_y: bool) -> tuple[np.ndarray, np.ndarray | None
     return X.astype(np.float64), y
 
 
-def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows (blank lines skipped) and each row's line number."""
+def _read_csv(path: str, names=()) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows (blank lines skipped) and each row's line number. ``names``: column
+    names the caller expects (--target names, a model's features); a header holding all of
+    them is a header, even when every name is a number."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:
@@ -176,7 +179,7 @@ def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
         if sep is not None:
             raise DataError(f"{path}: the header is one column, {header[0]!r}; bpx reads "
                             f"comma-separated files, and this one looks separated by {sep!r}")
-    if _looks_like_data(header):
+    if _looks_like_data(header) and not (names and set(names) <= set(header)):
         raise DataError(f"{path}: the first line, {_short_list(header)}, holds numbers, not "
                         "column names; a CSV data file needs a header row naming the columns "
                         "(without one, the first sample would be lost)")
@@ -261,16 +264,21 @@ def _labels(cells: list[str], lines, name: str, path: str) -> np.ndarray:
         except OverflowError:  # beyond int64: keep the digits as they are
             return np.array(labels)
     if all(_NUMBER.match(v) or _NOT_A_NUMBER.match(v) for v in labels):
-        values = np.array([float(v) for v in labels])
-        for v, label, line in zip(values, labels, lines):
-            if not np.isfinite(v):
+        values = []
+        for label, line in zip(labels, lines):
+            d = decimal.Decimal(label)  # exact: 9007199254740993.0 stays itself
+            if not d.is_finite():
                 raise DataError(f"{path}, line {line}, column {name!r}: label {label!r} is "
                                 "not a class (a missing value?)")
-            if v != np.round(v) or abs(v) >= 2.0**63:
+            if d != d.to_integral_value():
                 raise DataError(f"{path}, line {line}, column {name!r}: {label!r} is not a "
                                 "whole number, so the column looks like a quantity, not class "
-                                "labels; use --loss mse (or mae) to train a regressor")
-        return values.astype(np.int64)  # 1 and 1.0 are one class
+                                "labels; use --loss mse (or mae) to train a regressor (class "
+                                "names that are such numbers need a non-numeric form, e.g. "
+                                "r3.5)")
+            values.append(int(d))
+        if all(-(2**63) <= x < 2**63 for x in values):
+            return np.array(values, dtype=np.int64)  # 1 and 1.0 are one class
     return np.array(labels)
 
 
@@ -293,7 +301,7 @@ def load_training_data(path: str, targets: list[str] | None, *, classify: bool) 
                                 f"{y.dtype}")
             y = y.astype(np.float64)
         return Data(X, y, [f"x{j}" for j in range(X.shape[1])], names)
-    header, rows, lines = _read_csv(path)
+    header, rows, lines = _read_csv(path, targets)
     idx = [_column(header, t, path) for t in targets]
     if len(set(idx)) != len(idx):
         raise DataError(f"--target names the same column twice: {targets}")
@@ -323,7 +331,7 @@ def load_features(path: str, drop: list[str] | None, *, names: list[str] | None 
     if _is_npz(path):
         X, _ = _read_npz(path, need_y=False)
         return Data(X, None, [f"x{j}" for j in range(X.shape[1])])
-    header, rows, lines = _read_csv(path)
+    header, rows, lines = _read_csv(path, names or ())
     dropping = set(drop or ()) | set(targets or ())
     drop_idx = [j for j, h in enumerate(header) if h in dropping]
     feats = [j for j in range(len(header)) if j not in drop_idx]
@@ -390,7 +398,18 @@ def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray) -> None:
                         f"column") from None
 
 
-def _check_output(path: str, option: str, inputs=()) -> None:
+def _is_stream(path: str) -> bool:
+    """A character device or FIFO (``/dev/stdout``, a named pipe): written through."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _check_output(path: str, option: str, inputs=(), *, streams_ok: bool = False) -> None:
     """Refuse, before any work, an output path that cannot be written or would destroy
     something: an input file of the run (``inputs``: ``(what, path)`` pairs), a directory or
     device, a directory that does not exist or cannot be written."""
@@ -400,6 +419,8 @@ def _check_output(path: str, option: str, inputs=()) -> None:
     if not os.path.isdir(parent):
         raise DataError(f"{option} {path}: directory {parent} does not exist")
     if os.path.lexists(path):
+        if streams_ok and _is_stream(path):
+            return  # written through, never replaced
         if not os.path.isfile(path):
             raise DataError(f"{option} {path}: exists and is not a regular file (a directory, "
                             "device or broken link); name a file to write")
@@ -535,7 +556,12 @@ def _train(args) -> int:
             parts += [f"{name} {key} {value:.4f}" for key, value in result.items()]
     say("  ".join(parts) + f"  ({seconds:.2f} s in fit)")
     if not _is_npz(args.data):  # names a CSV gave: predict matches columns by them
-        net.feature_names, net.target_names = list(data.features), list(data.targets)
+        if len(set(data.features)) == len(data.features):
+            net.feature_names, net.target_names = list(data.features), list(data.targets)
+        else:
+            print(f"bpx train: warning: {args.data} repeats feature column names, so the "
+                  "model stores none: bpx predict will take columns by position",
+                  file=sys.stderr)
     try:  # the model first: a plot that fails must not cost the training run
         net.save(args.output)
     except OSError as exc:
@@ -584,7 +610,8 @@ def _predict(args) -> int:
                         f"(loss {net.loss.name})")
     out = args.output if args.output != "-" else None
     if out is not None:
-        _check_output(out, "--output", [("MODEL", args.model), ("DATA", args.data)])
+        _check_output(out, "--output", [("MODEL", args.model), ("DATA", args.data)],
+                      streams_ok=True)
     data = load_features(args.data, args.target, names=net.feature_names,
                          targets=net.target_names)
     if data.reordered:
@@ -613,10 +640,12 @@ def _predict(args) -> int:
             header, rows = ["prediction"], Y[:, None]
         else:
             header, rows = [f"prediction_{j}" for j in range(Y.shape[1])], Y
-    if out is None:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([_cell(v) for v in row] for row in rows)
+    if out is None or _is_stream(out):
+        with (contextlib.nullcontext(sys.stdout) if out is None
+              else open(out, "w", newline="", encoding="utf-8")) as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows([_cell(v) for v in row] for row in rows)
         return 0
     import io as _io
 

@@ -164,21 +164,37 @@ class Network:
         # the backend holds modules, which do not pickle: keep its name and the parameters
         # on the host; the optimizer's state is dropped (each fit makes a fresh one, unless
         # given an instance)
+        from bpx.backend import device_spec
+
         state = self.__dict__.copy()
         be = state.pop("_backend")
         state["_backend_name"] = be.name
+        state["_device_spec"] = device_spec(be)
         state["weights"] = [np.array(be.to_host(w)) for w in self.weights]
         state["biases"] = [np.array(be.to_host(b)) for b in self.biases]
         state.pop("optimizer_", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickle onto the backend of the same name, on its default device."""
+        """Unpickle onto the backend and device of the same name; on the backend's default
+        device, with a warning, when this machine lacks that device."""
+        import warnings
+
+        from bpx.backend import device_from_spec
+        from bpx.exceptions import BackendFallbackWarning
+
         state = dict(state)
         W, b = state.pop("weights"), state.pop("biases")
+        name, spec = state.pop("_backend_name"), state.pop("_device_spec", None)
         self.__dict__.update(state)
-        self._backend = resolve(state.pop("_backend_name"))
-        del self.__dict__["_backend_name"]
+        try:
+            self._backend = resolve(name, device=device_from_spec(name, spec))
+        except Exception as exc:  # that device is not here: the backend's default one
+            self._backend = resolve(name)
+            warnings.warn(f"unpickling a {name} network saved on device {spec!r}, which is not "
+                          f"usable here ({type(exc).__name__}: {exc}); it is on "
+                          f"{self._backend.device} instead", BackendFallbackWarning,
+                          stacklevel=2)
         self._set_params(W, b)  # as pickled, like bpx.load: no checks to fail
 
     def __repr__(self) -> str:
@@ -342,10 +358,10 @@ class Network:
         params = [p for wb in zip(self.weights, self.biases) for p in wb]
         opt.check_state(params, self._backend)
         callbacks = list(callbacks)
-        if early_stopping is not False and early_stopping is not None:
-            # True: patience 10; an int is the patience, 0 included (stop at the first miss)
-            patience = 10 if early_stopping is True else v.check_positive_int(
-                "early_stopping", early_stopping, minimum=0)
+        if isinstance(early_stopping, (bool, np.bool_)):
+            early_stopping = 10 if early_stopping else None  # True: patience 10
+        if early_stopping is not None:  # an int is the patience, 0 included
+            patience = v.check_positive_int("early_stopping", early_stopping, minimum=0)
             callbacks.append(_cb.EarlyStopping(patience=patience))
 
         # a refused call leaves the network as it was: labels, target shape and RNG
@@ -616,11 +632,15 @@ def _rng_from(seed) -> np.random.Generator:
     """The host RNG: ``seed`` None (fresh entropy), an int >= 0, or a Generator (used as is)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is not None and (isinstance(seed, (bool, np.bool_))
-                             or not isinstance(seed, numbers.Integral) or seed < 0):
-        msg = f"seed must be None, an integer >= 0 or a numpy Generator, got {seed!r}"
-        raise ValueError(msg)
-    return np.random.default_rng(None if seed is None else int(seed))
+    msg = (f"seed must be None, an integer >= 0, a numpy Generator (or anything "
+           f"numpy.random.default_rng takes), got {seed!r}")
+    if isinstance(seed, (bool, np.bool_)) or (isinstance(seed, numbers.Real) and (
+            not isinstance(seed, numbers.Integral) or seed < 0)):
+        raise ValueError(msg)  # True, 3.0 and -1 would be read as 1, refused, ...
+    try:
+        return np.random.default_rng(int(seed) if isinstance(seed, numbers.Integral) else seed)
+    except (TypeError, ValueError):
+        raise ValueError(msg) from None
 
 
 def _unique_labels(y: np.ndarray, name: str) -> np.ndarray:

@@ -33,6 +33,12 @@ def _check_rate(name: str, value, *, low: float = 0.0, high: float = math.inf,
     return v
 
 
+def _device(a):
+    import array_api_compat
+
+    return array_api_compat.device(a)
+
+
 class Optimizer:
     """Base class: ``step(params, grads, ops) -> params``; ``params`` is a flat list."""
 
@@ -77,10 +83,11 @@ class Optimizer:
                        f"shapes {shapes}, not this network's {want}: it was used to train "
                        f"another network. Pass a new optimizer (or its name) to fit")
                 raise ValueError(msg)
-            if not all(_is_namespace_array(backend.xp, a) for a in s):
+            if not all(_is_namespace_array(backend.xp, a) for a in s) or any(
+                    _device(a) != backend.device for a in s):
                 msg = (f"this {type(self).__name__} instance holds state on another backend "
-                       f"than this network's ({backend.name}); pass a new optimizer (or its "
-                       f"name) to fit after moving a network with to()")
+                       f"or device than this network's ({backend}); pass a new optimizer (or "
+                       f"its name) to fit after moving a network with to()")
                 raise ValueError(msg)
 
     def state_error(self, xp, to_host) -> str | None:

@@ -748,3 +748,58 @@ def test_demo_and_seed_options_are_checked_when_parsed(capsys, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "d.csv").write_text("a,y\n1,x\n2,z\n")
     assert fragment in usage_error(capsys, *argv)
+
+
+def test_repeated_feature_names_store_no_names_and_predict_by_position(capsys, tmp_path):
+    """A header a,a,b: matching by name would take the first 'a' twice."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    y = (X[:, 1] > 0).astype(int)  # depends on the second 'a' only
+    data, feats = tmp_path / "d.csv", tmp_path / "f.csv"
+    _write_csv(data, ["a", "a", "b", "y"], [*X.T, y])
+    _write_csv(feats, ["a", "a", "b"], X.T)
+    code, _, err = run(capsys, "train", data, "--target", "y", *TRAIN, "-o", tmp_path / "m.bpx")
+    assert code == 0 and "repeats feature column names, so the model stores none" in err
+    net = bpx.load(tmp_path / "m.bpx", backend="numpy")
+    assert net.feature_names is None
+    code, out, _ = run(capsys, "predict", tmp_path / "m.bpx", feats, "--backend", "numpy")
+    assert code == 0
+    _, rows = _read_csv(out)
+    np.testing.assert_array_equal([int(r[0]) for r in rows], net.predict(X))
+
+
+def test_numeric_column_names_are_names_when_the_target_or_model_names_them(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30, 3)), np.arange(30) % 2
+    data, feats = tmp_path / "d.csv", tmp_path / "f.csv"
+    _write_csv(data, ["400", "500", "600", "label"], [*X.T, y])
+    _write_csv(feats, ["400", "500", "600"], X.T)
+    assert run(capsys, "train", data, "--target", "label", *TRAIN, "-o", tmp_path / "m.bpx")[0] == 0
+    code, _, err = run(capsys, "predict", tmp_path / "m.bpx", feats)
+    assert code == 0, err
+    dropped = tmp_path / "p.csv"  # pandas without column names, after dropping column 1
+    _write_csv(dropped, ["0", "2", "3"], [X[:, 0], X[:, 1], y])
+    code, _, err = run(capsys, "train", dropped, "--target", "3", *TRAIN, "-o", tmp_path / "n.bpx")
+    assert code == 0, err
+
+
+def test_predict_writes_through_a_character_device(capsys, tmp_path, iris, features_csv):
+    import os
+    import stat
+
+    data, _, _ = iris
+    model = tmp_path / "m.bpx"
+    assert run(capsys, "train", data, "--target", "species", *TRAIN, "-o", model)[0] == 0
+    code, _, err = run(capsys, "predict", model, features_csv, "-o", os.devnull)
+    assert code == 0, err
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)  # written through, not replaced
+
+
+@pytest.mark.parametrize(("cells", "want"), [
+    (["9007199254740993", "9007199254740992", "1.0"], [9007199254740993, 9007199254740992, 1]),
+    (["1", "1.0", "2e0"], [1, 1, 2]),
+    (["1e30", "2"], ["1e30", "2"]),  # whole, but beyond int64: kept as written
+])
+def test_numeric_labels_are_read_exactly(cells, want):
+    got = cli._labels(cells, list(range(2, 2 + len(cells))), "y", "d.csv")
+    assert got.tolist() == want
