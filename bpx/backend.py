@@ -841,9 +841,11 @@ class Backend:
         xp = self.xp
         if not _is_namespace_array(xp, x):
             x = to_host(x)
-            if self.name == "torch" and isinstance(x, np.ndarray) and any(
-                    s < 0 for s in x.strides):
-                x = np.ascontiguousarray(x)  # torch cannot view negative strides (X[::-1])
+            if self.name == "torch" and isinstance(x, np.ndarray) and (
+                    not x.flags.writeable or any(s < 0 for s in x.strides)):
+                # torch cannot view negative strides (X[::-1]), and warns on read-only memory
+                # (a JAX array's host copy): copy such data on the way in
+                x = np.array(x)
         elif self.name == "torch" and x.requires_grad:
             x = x.detach()  # data, not a parameter: never build an autograd graph on it
         return xp.asarray(x, dtype=dtype, device=self.device)
@@ -930,7 +932,53 @@ def _namespace_or_none(x):
 
 
 def _make(name: str, device=None, reason: str = "") -> Backend:
+    if device is None or name == "numpy":
+        return _make_on(name, device, reason)
+    try:  # an explicit device: make sure it exists and holds data before anything uses it
+        be = _make_on(name, device, reason)
+        if str(getattr(be.device, "type", "")) == "meta":
+            raise ValueError("a meta device holds no data")
+        be.xp.zeros((1,), device=be.device)
+    except Exception as exc:
+        raise _DeviceError(name, device, exc) from exc
+    return be
+
+
+class _DeviceError(Exception):
+    """An explicit ``device=`` that the backend cannot use here (see :func:`resolve`)."""
+
+    def __init__(self, name: str, device, exc: BaseException):
+        self.reason = (f"device={device!r} is not usable with {name} here "
+                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})")
+        super().__init__(self.reason)
+
+
+def _jax_device(device):
+    """A jax device from a device, an index into ``jax.devices()``, or a name: a platform
+    (``"cpu"``, ``"gpu"``: its first device) or a platform and id (``"cpu:0"``, ``"gpu:1"``)."""
+    import jax
+
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        return device
+    if isinstance(device, int):
+        return jax.devices()[device]
+    platform, _, ident = device.strip().lower().partition(":")
+    try:
+        candidates = jax.devices(platform)
+    except RuntimeError as exc:
+        raise LookupError(f"no jax platform {platform!r} here ({exc})") from None
+    for d in candidates:
+        if not ident or str(d.id) == ident:
+            return d
+    raise LookupError(f"no jax device {device!r}; {platform} devices here: {candidates}")
+
+
+def _make_on(name: str, device=None, reason: str = "") -> Backend:
     if name == "numpy":
+        if device is not None and str(device).strip().lower() != "cpu":
+            msg = (f"device={device!r}: backend 'numpy' runs on the CPU only; leave device out "
+                   f"or give 'cpu' (cupy or torch run on a GPU)")
+            raise ValueError(msg)
         xp = array_api_compat.array_namespace(np.empty(0))
         return Backend("numpy", xp, "cpu", reason, NumpyOps(xp))
     if name == "cupy":
@@ -959,7 +1007,7 @@ def _make(name: str, device=None, reason: str = "") -> Backend:
         jax.config.update("jax_default_matmul_precision", "highest")
         import jax.numpy as jnp
 
-        dev = device if device is not None else jax.devices()[0]
+        dev = _jax_device(device) if device is not None else jax.devices()[0]
         return Backend("jax", jnp, dev, reason, Ops(jnp))
     if name == "array_api_strict":
         import array_api_strict as xp
@@ -985,16 +1033,9 @@ def device_spec(be: Backend):
 
 
 def device_from_spec(name: str, spec):
-    """The device ``spec`` (from :func:`device_spec`) names on backend ``name``; raises
-    LookupError when this machine has no such device."""
-    if spec is None or name not in ("jax",):
-        return spec
-    import jax
-
-    for d in jax.devices():
-        if f"{d.platform}:{d.id}" == spec:
-            return d
-    raise LookupError(f"no jax device {spec} here (devices: {jax.devices()})")
+    """The ``device=`` argument that selects the device ``spec`` (from :func:`device_spec`)
+    on backend ``name``: the spec itself (``resolve`` reads ints and strings)."""
+    return spec
 
 
 def _name_of_namespace(mod) -> str | None:
@@ -1034,8 +1075,9 @@ def resolve(backend: str | types.ModuleType | Backend | None = None, *, device=N
     if isinstance(backend, Backend):
         return backend
     if on_unavailable is None:
-        strict = os.environ.get("BPX_STRICT_BACKEND", "").strip().lower() in {"1", "true", "yes"}
-        on_unavailable = "raise" if strict else "warn"
+        on_unavailable = "raise" if _strict_from_environment() else "warn"
+    if isinstance(on_unavailable, str):
+        on_unavailable = on_unavailable.strip().lower()
     if on_unavailable not in ("warn", "raise"):
         msg = f"on_unavailable must be 'warn' or 'raise', got {on_unavailable!r}"
         raise ValueError(msg)
@@ -1043,10 +1085,13 @@ def resolve(backend: str | types.ModuleType | Backend | None = None, *, device=N
     if isinstance(backend, types.ModuleType):
         name = _name_of_namespace(backend)
         if name is None:
-            msg = (f"backend={backend.__name__!r} is not a namespace bpx supports; "
-                   f"expected one of {', '.join(BACKENDS)}")
+            jax_hint = " (for JAX pass jax.numpy, or the name 'jax')"
+            hint = jax_hint if backend.__name__ == "jax" else ""
+            msg = (f"backend={backend.__name__!r} is not a namespace bpx supports{hint}; "
+                   f"expected one of the names {', '.join(BACKENDS)} or their array modules")
             raise ValueError(msg)
     else:
+        from_env = backend is None and bool(os.environ.get("BPX_BACKEND", "").strip())
         if backend is None:
             backend = os.environ.get("BPX_BACKEND", "").strip() or "auto"
         if not isinstance(backend, str):
@@ -1060,19 +1105,36 @@ def resolve(backend: str | types.ModuleType | Backend | None = None, *, device=N
                 return _make("cupy", device, reason)
             return _make("numpy", None, f"auto: {reason}; using numpy")
         if name not in BACKENDS:
-            msg = (f"backend={backend!r} is not known; expected one of "
+            where = " (from the environment variable BPX_BACKEND)" if from_env else ""
+            msg = (f"backend={backend!r}{where} is not known; expected one of "
                    f"{', '.join(('auto', *BACKENDS))}{suggest(name, BACKENDS)}")
             raise ValueError(msg)
 
     ok, reason = probe(name)
-    if not ok:
-        if on_unavailable == "raise":
-            msg = f"backend {name!r} is unavailable: {reason}"
-            raise BackendUnavailableError(msg)
-        warnings.warn(f"backend {name!r} is unavailable ({reason}); falling back to numpy",
-                      BackendFallbackWarning, stacklevel=3)
-        return _make("numpy", None, f"fallback from {name}: {reason}")
-    return _make(name, device, reason)
+    if ok:
+        try:
+            return _make(name, device, reason)
+        except _DeviceError as exc:  # the library is here, that device is not
+            ok, reason = False, exc.reason
+    if on_unavailable == "raise":
+        msg = f"backend {name!r} is unavailable: {reason}"
+        raise BackendUnavailableError(msg)
+    warnings.warn(f"backend {name!r} is unavailable ({reason}); falling back to numpy",
+                  BackendFallbackWarning, stacklevel=3)
+    return _make("numpy", None, f"fallback from {name}: {reason}")
+
+
+def _strict_from_environment() -> bool:
+    """``BPX_STRICT_BACKEND``: 1/true/yes/on raise, 0/false/no/off/unset warn; other values
+    are refused rather than read as off (a job relying on it would run on the CPU)."""
+    value = os.environ.get("BPX_STRICT_BACKEND", "").strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"", "0", "false", "no", "off"}:
+        return False
+    msg = (f"BPX_STRICT_BACKEND={value!r} is not understood; use 1 (raise when a backend "
+           "cannot run) or 0 (fall back to numpy with a warning)")
+    raise ValueError(msg)
 
 
 def check_dtype(dtype) -> str:

@@ -434,14 +434,12 @@ def _check_output(path: str, option: str, inputs=(), *, streams_ok: bool = False
 
 def _check_plot_path(path: str, output: str) -> None:
     """The image format comes from the extension: check it before training, not after."""
-    from matplotlib.figure import Figure
+    from bpx import plot
 
-    formats = sorted(Figure().canvas.get_supported_filetypes())
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
-    if ext not in formats:
-        what = f"its extension .{ext}" if ext else "it has no extension"
-        raise DataError(f"--plot {path}: the image format comes from the extension, and "
-                        f"{what} is not one matplotlib writes ({', '.join(formats)})")
+    try:
+        plot.check_path(path)
+    except ValueError as exc:
+        raise DataError(f"--plot {exc}") from None
     if os.path.abspath(path) == os.path.abspath(output):
         raise DataError(f"--plot and --output are the same path, {path}")
 

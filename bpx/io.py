@@ -669,6 +669,16 @@ def _import_torch():
     return torch
 
 
+def _check_network(net, function: str) -> None:
+    from bpx.network import Network
+
+    if not isinstance(net, Network):
+        msg = (f"{function}: net must be a bpx.Network, got {type(net).__name__}"
+               + (" (the arguments are (state_dict, net))" if function == "from_torch_state_dict"
+                  else ""))
+        raise TypeError(msg)
+
+
 def _torch_keys(net) -> dict[str, tuple[int, ...]]:
     """``{"0.weight": (n_1, n_0), "0.bias": (n_1,), "2.weight": ...}`` for ``net.layers``."""
     shapes = {}
@@ -698,6 +708,7 @@ def to_torch_state_dict(net):
 
     from bpx.backend import to_host
 
+    _check_network(net, "to_torch_state_dict")
     torch = _import_torch()
     out = OrderedDict()
     for l, (w, b) in enumerate(zip(net.weights, net.biases)):
@@ -755,6 +766,7 @@ def from_torch_state_dict(state_dict, net):
     TypeError
         A value that is not a floating-point tensor or array.
     """
+    _check_network(net, "from_torch_state_dict")
     torch = _import_torch()
     expected = _torch_keys(net)
     if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
@@ -820,6 +832,7 @@ def torch_sequential(net, *, logits: bool = False):
     building the module draws no random numbers. Copy trained weights back with
     ``from_torch_state_dict(module.state_dict(), net)``.
     """
+    _check_network(net, "torch_sequential")
     torch = _import_torch()
     dtype = getattr(torch, net.dtype)
     acts = [_torch_activation(torch, a, f"hidden layer {i + 1}")

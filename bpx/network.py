@@ -156,8 +156,13 @@ class Network:
         target = resolve(backend, device=device, on_unavailable=on_unavailable)
         W = [self._backend.to_host(w) for w in self.weights]
         b = [self._backend.to_host(x) for x in self.biases]
+        source = self._backend
         self._backend = target
-        self._set_params(W, b)
+        try:
+            self._set_params(W, b)
+        except BaseException:  # nothing moved: the network stays where it was, usable
+            self._backend = source
+            raise
         return self
 
     def __getstate__(self) -> dict:
@@ -188,7 +193,8 @@ class Network:
         name, spec = state.pop("_backend_name"), state.pop("_device_spec", None)
         self.__dict__.update(state)
         try:
-            self._backend = resolve(name, device=device_from_spec(name, spec))
+            self._backend = resolve(name, device=device_from_spec(name, spec),
+                                    on_unavailable="raise")
         except Exception as exc:  # that device is not here: the backend's default one
             self._backend = resolve(name)
             warnings.warn(f"unpickling a {name} network saved on device {spec!r}, which is not "
@@ -279,7 +285,9 @@ class Network:
 
     def _check_fitted(self) -> None:
         if self.is_classifier and self.classes_ is None:
-            msg = "this network has not been fitted yet: call fit() before using class labels"
+            msg = ("this network has not been fitted yet: call fit() before using class labels "
+                   "(fit(X, y, epochs=0) records the labels and leaves the weights as they "
+                   "are, e.g. after from_torch_state_dict)")
             raise NotFittedError(msg)
 
     # ---------------------------------------------------------------------------------

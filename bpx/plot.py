@@ -23,6 +23,22 @@ def _import_matplotlib():
     return matplotlib
 
 
+def check_path(path) -> None:
+    """Refuse an image path whose extension matplotlib cannot write (or that has none: it
+    would silently write ``path + ".png"``); the format comes from the extension."""
+    _import_matplotlib()
+    from matplotlib.figure import Figure
+
+    path = os.fspath(path)
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in formats:
+        what = f"its extension .{ext}" if ext else "it has no extension"
+        msg = (f"path {path!r}: the image format comes from the extension, and {what} is not "
+               f"one matplotlib writes ({', '.join(formats)})")
+        raise ValueError(msg)
+
+
 def history(hist, *, ax=None, path: str | os.PathLike | None = None):
     """Draw the training and validation loss per epoch, and validation accuracy if recorded.
 
@@ -58,6 +74,9 @@ def history(hist, *, ax=None, path: str | os.PathLike | None = None):
     """
     _import_matplotlib()
     from matplotlib.ticker import MaxNLocator
+
+    if path is not None:
+        check_path(path)  # before drawing, not after
 
     if not isinstance(hist, Mapping) and isinstance(getattr(hist, "history", None), Mapping):
         hist = hist.history

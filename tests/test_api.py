@@ -339,3 +339,173 @@ def test_unpickling_without_the_saved_device_warns_and_uses_the_default(monkeypa
         twin = pickle.loads(data)
     assert twin.device == bpx.resolve("array_api_strict").device
     assert_same_params(net, twin)
+
+
+# --------------------------------------------------------------------------------------
+# backends and devices
+# --------------------------------------------------------------------------------------
+def test_numpy_refuses_a_gpu_device():
+    with pytest.raises(ValueError, match=r"device='cuda': backend 'numpy' runs on the CPU only"):
+        bpx.Network([2, 3], backend="numpy", device="cuda")
+    assert bpx.Network([2, 3], backend="numpy", device="cpu").device == "cpu"
+
+
+def _no_cuda_torch():
+    torch = pytest.importorskip("torch", reason="needs torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is usable here: the unusable-device path cannot be shown")
+    return torch
+
+
+def test_an_unusable_device_falls_back_or_raises_naming_it():
+    _no_cuda_torch()
+    with pytest.warns(bpx.BackendFallbackWarning, match=r"device='cuda:0' is not usable with "
+                                                        r"torch here .*falling back to numpy"):
+        net = bpx.Network([2, 3], backend="torch", device="cuda:0", seed=0)
+    assert net.backend == "numpy"
+    with pytest.raises(bpx.BackendUnavailableError, match=r"device='meta' is not usable"):
+        bpx.Network([2, 3], backend="torch", device="meta", on_unavailable="RAISE")
+
+
+def test_a_move_to_an_unusable_device_leaves_the_network_where_it_was():
+    _no_cuda_torch()
+    X, y = blobs()
+    net = bpx.Network([4, 3], backend="numpy", seed=0).fit(X, y, epochs=1)
+    before = net.predict_proba(X)
+    with pytest.raises(bpx.BackendUnavailableError):
+        net.to("torch", device="cuda:0", on_unavailable="raise")
+    assert net.backend == "numpy"
+    np.testing.assert_array_equal(net.predict_proba(X), before)
+
+
+def test_a_move_that_fails_midway_changes_nothing(monkeypatch):
+    pytest.importorskip("torch", reason="needs torch")
+    X, y = blobs()
+    net = bpx.Network([4, 3], backend="numpy", seed=0).fit(X, y, epochs=1)
+    before = net.predict_proba(X)
+    plain = bpx.backend.Backend.asarray
+
+    def fail_on_torch(self, x, dtype=None):
+        if self.name == "torch":
+            raise MemoryError("no room on the device")
+        return plain(self, x, dtype)
+
+    monkeypatch.setattr(bpx.backend.Backend, "asarray", fail_on_torch)
+    with pytest.raises(MemoryError):
+        net.to("torch")
+    assert net.backend == "numpy"
+    np.testing.assert_array_equal(net.predict_proba(X), before)
+
+
+def test_jax_devices_by_name():
+    jax = pytest.importorskip("jax", reason="needs jax")
+    for name in ("cpu", "cpu:0", 0):
+        assert bpx.Network([2, 3], backend="jax", device=name).device == jax.devices("cpu")[0]
+
+
+@pytest.mark.parametrize(("value", "strict"), [("on", True), ("YES", True), ("0", False),
+                                               ("off", False), ("", False)])
+def test_strict_backend_variable(monkeypatch, value, strict):
+    monkeypatch.setenv("BPX_STRICT_BACKEND", value)
+    monkeypatch.setattr(bpx.backend, "probe", lambda name: (False, "not here"))
+    if strict:
+        with pytest.raises(bpx.BackendUnavailableError, match="not here"):
+            bpx.resolve("torch")
+    else:
+        with pytest.warns(bpx.BackendFallbackWarning):
+            assert bpx.resolve("torch").name == "numpy"
+
+
+def test_junk_in_the_backend_variables_is_named(monkeypatch):
+    monkeypatch.setenv("BPX_STRICT_BACKEND", "maybe")
+    with pytest.raises(ValueError, match=r"BPX_STRICT_BACKEND='maybe' is not understood"):
+        bpx.resolve("numpy")
+    monkeypatch.delenv("BPX_STRICT_BACKEND")
+    monkeypatch.setenv("BPX_BACKEND", "nmupy")
+    with pytest.raises(ValueError, match=r"backend='nmupy' \(from the environment variable "
+                                         r"BPX_BACKEND\) is not known.*did you mean 'numpy'"):
+        bpx.Network([2, 3])
+
+
+def test_the_jax_module_gets_a_hint():
+    jax = pytest.importorskip("jax", reason="needs jax")
+    with pytest.raises(ValueError, match=r"for JAX pass jax.numpy, or the name 'jax'"):
+        bpx.Network([2, 3], backend=jax)
+
+
+def test_a_read_only_host_array_goes_to_torch_without_a_warning(recwarn):
+    """A JAX array's host copy is read-only; torch warns on such memory unless copied."""
+    pytest.importorskip("torch", reason="needs torch")
+    jnp = pytest.importorskip("jax.numpy", reason="needs jax for a read-only host array")
+    X, y = blobs()
+    X = jnp.asarray(X, dtype=jnp.float32)
+    net = bpx.Network([4, 3], backend="torch", seed=0).fit(X, y, epochs=1)
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+    assert net.predict(X).shape == (len(X),)
+
+
+# --------------------------------------------------------------------------------------
+# datasets, plot, torch interop
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"test_fraction": -0.2}, r"test_fraction must be a number in \(0, 1\), got -0\.2"),
+    ({"test_fraction": 1.5}, r"test_fraction must be a number in \(0, 1\)"),
+    ({"test_fraction": True}, r"test_fraction must be a number in \(0, 1\), got True"),
+    ({"test_fraction": 360}, r"test_fraction must be a number in \(0, 1\)"),
+    ({"test_fraction": 0.01}, r"leaves an empty training or test set with 30 samples "
+                              r"\(rounded per class\)"),
+    ({"seed": -1}, r"seed must be an integer >= 0 or a numpy Generator, got -1"),
+    ({"seed": 1.5}, r"seed must be an integer >= 0"),
+])
+def test_train_test_split_refuses_what_it_would_misread(kwargs, match):
+    from bpx.datasets import train_test_split
+
+    X, y = blobs()
+    with pytest.raises(ValueError, match=match):
+        train_test_split(X, y, **kwargs)
+
+
+def test_train_test_split_regression_and_lists():
+    from bpx.datasets import train_test_split
+
+    X, _ = blobs(50)
+    t = X[:, 0] * 1.5 + 0.1
+    with pytest.raises(ValueError, match=r"y holds non-integer numbers: pass stratify=False"):
+        train_test_split(X, t)
+    X_tr, X_te, t_tr, t_te = train_test_split(X, t, stratify=False)
+    assert (len(X_tr), len(X_te)) == (40, 10)
+    assert sorted(np.r_[t_tr, t_te].tolist()) == sorted(t.tolist())
+    with pytest.raises(ValueError, match=r"same number of samples, got shapes \(50, 4\) and "
+                                         r"\(49,\)"):
+        train_test_split(X, t[:-1], stratify=False)
+    a = train_test_split(X.tolist(), (np.arange(50) % 2).tolist())
+    b = train_test_split(X, np.arange(50) % 2)
+    for p, q in zip(a, b, strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("name", ["curves", "curves.xyz"])
+def test_plot_refuses_a_path_without_an_image_extension(tmp_path, name):
+    pytest.importorskip("matplotlib", reason="matplotlib is an optional extra (bpx[plot])")
+    from bpx import plot
+
+    with pytest.raises(ValueError, match=r"the image format comes from the extension"):
+        plot.history({"loss": [1.0, 0.5]}, path=tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_interop_names_swapped_arguments():
+    pytest.importorskip("torch", reason="needs torch")
+    net = bpx.Network([2, 3], seed=0)
+    state = bpx.io.to_torch_state_dict(net)
+    with pytest.raises(TypeError, match=r"from_torch_state_dict: net must be a bpx.Network, got "
+                                        r"dict \(the arguments are \(state_dict, net\)\)"):
+        bpx.io.from_torch_state_dict(net, dict(state))
+    with pytest.raises(TypeError, match=r"torch_sequential: net must be a bpx.Network"):
+        bpx.io.torch_sequential(None)
+
+
+def test_not_fitted_says_how_to_record_labels_without_training():
+    net = bpx.Network([4, 3], seed=0)
+    with pytest.raises(NotFittedError, match=r"fit\(X, y, epochs=0\) records the labels"):
+        net.predict(np.zeros((1, 4)))

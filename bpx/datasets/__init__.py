@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from importlib import resources
 
 import numpy as np
@@ -22,12 +23,53 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
         return data["X"], data["y"]
 
 
-def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0):
-    """A seeded, stratified split of host arrays: ``(X_train, X_test, y_train, y_test)``."""
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(y), dtype=bool)
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        rng.shuffle(idx)
-        test[idx[: round(len(idx) * test_fraction)]] = True
+def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0, *,
+                     stratify: bool = True):
+    """A seeded split of host arrays: ``(X_train, X_test, y_train, y_test)``.
+
+    Parameters
+    ----------
+    X : array-like, shape (m, ...); y : array-like, shape (m,) or (m, k)
+    test_fraction : float in (0, 1), the share of the samples held out
+    seed : int >= 0 or numpy Generator
+    stratify : bool, default True
+        Split each class of the labels ``y`` by ``test_fraction`` (rounded per class, so a
+        class of two samples at 0.2 stays wholly in training). ``False`` draws one random
+        split, for regression targets (``y`` of non-integer numbers is refused with
+        ``stratify=True``: each value would be a class of its own and none would be held
+        out).
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim == 0 or y.ndim == 0 or len(X) != len(y):
+        msg = (f"X and y must hold the same number of samples, got shapes {X.shape} and "
+               f"{y.shape}")
+        raise ValueError(msg)
+    if (isinstance(test_fraction, (bool, np.bool_)) or not isinstance(test_fraction, numbers.Real)
+            or not 0.0 < test_fraction < 1.0):
+        msg = f"test_fraction must be a number in (0, 1), got {test_fraction!r}"
+        raise ValueError(msg)
+    if isinstance(seed, (bool, np.bool_)) or not (
+            isinstance(seed, np.random.Generator)
+            or (isinstance(seed, numbers.Integral) and seed >= 0)):
+        msg = f"seed must be an integer >= 0 or a numpy Generator, got {seed!r}"
+        raise ValueError(msg)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
+    m = len(y)
+    test = np.zeros(m, dtype=bool)
+    if stratify:
+        if y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
+            msg = ("stratify=True splits each class of labels y, but y holds "
+                   f"{'several columns' if y.ndim != 1 else 'non-integer numbers'}: pass "
+                   "stratify=False for regression targets")
+            raise ValueError(msg)
+        for label in np.unique(y):
+            idx = np.flatnonzero(y == label)
+            rng.shuffle(idx)
+            test[idx[: round(len(idx) * test_fraction)]] = True
+    else:
+        test[rng.permutation(m)[: round(m * test_fraction)]] = True
+    if test.all() or not test.any():
+        msg = (f"test_fraction={test_fraction} leaves an empty training or test set with {m} "
+               f"samples{' (rounded per class)' if stratify else ''}")
+        raise ValueError(msg)
     return X[~test], X[test], y[~test], y[test]
