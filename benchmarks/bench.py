@@ -612,11 +612,14 @@ ENV_KEYS = re.compile(r"^(OPENBLAS_|GOTO|OMP_|MKL_|KMP_|BLIS_|CUPY_|NVIDIA_TF32|
                       r"BPX_|JAX_|XLA_|TORCH_|PYTORCH_)")
 
 
-def machine_info(threads: int | None, libs: set[str]) -> dict:
+def machine_info(threads: int | None, libs: set[str], argv=None) -> dict:
+    # main(argv) from Python (or bpx bench) has its own arguments; sys.argv is the caller's
+    command = ([sys.executable, *sys.argv] if argv is None
+               else [sys.executable, str(HERE / "bench.py"), *argv])
     info = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "command": " ".join(shlex.quote(a) for a in command),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_info(),
@@ -1223,7 +1226,8 @@ def check_targets(rows: list[dict]) -> list[dict]:
                 v = r.get("mem_vs_pytorch")
                 text, ok = f"peak ≤ PyTorch's ({goal:g}×)", v is not None and v <= goal
             rec = {"workload": r["workload"], "impl": r["impl"], "device": r["device"],
-                   "target": text, "value": v, "pass": None if v is None else bool(ok)}
+                   "target": text, "value": v, "pass": None if v is None else bool(ok),
+                   "noisy": bool(r.get("repeats", {}).get("noisy_stats"))}
             r.setdefault("targets", []).append(rec)
             out.append(rec)
     return out
@@ -1235,7 +1239,9 @@ def check_targets(rows: list[dict]) -> list[dict]:
 def _mark(rec) -> str:
     if rec["value"] is None:
         return f"{rec['target']}: not measured"
-    return f"{rec['target']}: {rec['value']:.3f} {'✓ pass' if rec['pass'] else '✗ miss'}"
+    noisy = " (⚠ from noisy repeats)" if rec.get("noisy") else ""
+    return (f"{rec['target']}: {rec['value']:.3f} {'✓ pass' if rec['pass'] else '✗ miss'}"
+            f"{noisy}")
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -1428,7 +1434,11 @@ def parse_args(argv):
     p.add_argument("--label", default=None,
                    help="results folder name (default: the hostname)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default benchmarks/results/<label or hostname>/)")
+                   help="output folder (default benchmarks/results/<label or hostname>/); a "
+                        "folder that already holds a results.json is refused unless "
+                        "--overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in the output folder")
     p.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_worker", dest="worker_fd", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1442,10 +1452,57 @@ def parse_args(argv):
         args.extra_repeats = 1 if args.quick else 3
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
-    bad = [w for w in args.workloads.split(",") if w and w not in WORKLOADS]
-    if bad:
-        p.error(f"unknown workload(s) {bad}; choose from {', '.join(WORKLOADS)}")
+    checks = [("--samples", args.samples, 1), ("--gpu-samples", args.gpu_samples, 1),
+              ("--threads", args.threads, 1), ("--seed", args.seed, 0),
+              ("--extra-repeats", args.extra_repeats, 0), ("--gap", args.gap, 0),
+              ("--warmup", args.warmup, 0)]
+    for option, value, low in checks:
+        if value is not None and not value >= low:
+            p.error(f"{option} must be >= {low}, got {value}")
+    if args.budget is not None and not args.budget > 0:
+        p.error(f"--budget must be > 0 seconds, got {args.budget}")
+    if not 0 < args.noise_threshold <= 1:
+        p.error(f"--noise-threshold must be in (0, 1], got {args.noise_threshold}")
+    args.workloads = _names_list(p, "--workloads", args.workloads, WORKLOADS)
+    if args.cpu_memory_workloads is not None:
+        args.cpu_memory_workloads = _names_list(p, "--cpu-memory-workloads",
+                                                args.cpu_memory_workloads, WORKLOADS)
     return args
+
+
+def _names_list(p, option: str, text: str, known) -> str:
+    """A comma-separated list of known names: spaces stripped, duplicates and empty lists
+    refused (a duplicate would pair one copy's ratios with the other's times)."""
+    names = [w.strip() for w in text.split(",") if w.strip()]
+    if not names:
+        p.error(f"{option} names nothing; choose from {', '.join(known)}")
+    bad = [w for w in names if w not in known]
+    if bad:
+        p.error(f"unknown workload(s) {bad} in {option}; choose from {', '.join(known)}")
+    twice = sorted({w for w in names if names.count(w) > 1})
+    if twice:
+        p.error(f"{option} names {', '.join(twice)} more than once")
+    return ",".join(names)
+
+
+def _output_folder(args) -> tuple[Path, str | None]:
+    """Where the results go, checked before anything is measured: a file in the way, an
+    earlier run's results (kept unless --overwrite), or a folder that cannot be written
+    would otherwise cost the whole run. Returns ``(folder, error or None)``."""
+    out = (args.out or _default_out(args.label)).resolve()
+    if out.exists() and not out.is_dir():
+        return out, f"--out {out} exists and is not a folder"
+    if (out / "results.json").exists() and not args.overwrite:
+        return out, (f"{out} already holds results (results.json); give another --label or "
+                     "--out, or --overwrite to replace them")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return out, f"cannot write to {out} ({exc.strerror or exc})"
+    return out, None
 
 
 def _configure_cuda(args, log) -> dict:
@@ -1482,6 +1539,10 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    out, error = _output_folder(args)
+    if error:
+        print(f"bpx bench: error: {error}", file=sys.stderr)
+        return 2
     tf32 = _configure_cuda(args, log)
     if args.threads is None:
         args.threads = _blas_threads()
@@ -1497,22 +1558,27 @@ def main(argv=None) -> int:
     log(f"implementations: {names}; threads {args.threads}")
     rows = []
     workers = None if args.in_process else Workers(args)
+    partial = out / "results.partial.json"
     try:
         for name in args.workloads.split(","):
-            if name:
-                rows += run_workload(WORKLOADS[name], specs, args, log, workers)
+            rows += run_workload(WORKLOADS[name], specs, args, log, workers)
+            # what is done survives a cut (gpu_check.sh's timeout) or a crash later on
+            partial.write_text(json.dumps({"done": rows, "argv": argv}, default=str))
+    except KeyboardInterrupt:
+        done = sorted({r["workload"] for r in rows})
+        notes.append(f"interrupted: results for {', '.join(done) or 'no workload'} only")
+        log(f"interrupted: writing the results of {', '.join(done) or 'no workload'}")
     finally:
         if workers is not None:
             workers.shutdown()
     add_ratios(rows)
     targets = check_targets(rows)
-    info = machine_info(args.threads, libs | ({"cupy"} if "cupy" in sys.modules else set()))
+    info = machine_info(args.threads, libs | ({"cupy"} if "cupy" in sys.modules else set()),
+                        argv)
     info["tf32"] = tf32
     wall = time.perf_counter() - t_run
-    out = args.out or _default_out(args.label)
-    out.mkdir(parents=True, exist_ok=True)
     config = {"workloads": {w: dataclasses.asdict(WORKLOADS[w])
-                            for w in args.workloads.split(",") if w},
+                            for w in args.workloads.split(",")},
               "repeats": args.repeats, "quick": args.quick, "seed": args.seed,
               "lr": LR, "cpu_samples": args.samples, "gpu_samples": args.gpu_samples,
               "budget": args.budget, "gap": args.gap, "warmup_seconds": args.warmup,
@@ -1523,9 +1589,11 @@ def main(argv=None) -> int:
     result = {"machine": info, "config": config, "notes": notes, "results": rows,
               "targets": targets, "wall_seconds": wall}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    partial.unlink(missing_ok=True)
     table = markdown_table(rows)
     md = [f"# bpx benchmark — {info['hostname']}", "", machine_summary(info), "",
-          f"Wall time {wall:.0f} s. Samples/s: median over {args.repeats} epochs after a "
+          f"Wall time {wall:.0f} s. Samples/s: median over the timed epochs ({args.repeats} "
+          f"asked, up to {args.extra_repeats} more to replace noisy ones) after a "
           "warm-up epoch (implementations interleaved"
           f"{' in one process' if args.in_process else ', each in its own worker process'}"
           f"{f', {args.gap:g} s idle before each epoch' if args.gap else ''}). "

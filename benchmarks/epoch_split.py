@@ -42,8 +42,10 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default=None,
                    help="two epoch sizes in samples, multiples of the batch (default: "
                         f"{GPU_SAMPLES // 2},{GPU_SAMPLES} on a GPU, a quarter on the CPU)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="(default: %(default)s)")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
     wl = WORKLOADS[args.workload]
     os.environ.setdefault("CUPY_TF32", "0")  # full float32 products, as in bench.py
     try:
@@ -57,7 +59,8 @@ def main(argv=None) -> int:
                  else (full // 2, full))
     except ValueError:
         p.error(f"--sizes: expected two integers like 30720,61440, got {args.sizes!r}")
-    if len(sizes) != 2 or sizes[0] >= sizes[1] or any(s % wl.batch for s in sizes):
+    if (len(sizes) != 2 or sizes[0] <= 0 or sizes[0] >= sizes[1]
+            or any(s % wl.batch for s in sizes)):
         p.error(f"--sizes: expected two increasing multiples of the batch ({wl.batch}), "
                 f"got {args.sizes!r}")
     X, y = make_data(sizes[1])

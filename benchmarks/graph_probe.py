@@ -9,18 +9,27 @@ caller then benchmarks without graphs); other: the probe itself failed.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bpx from this checkout
 
-def main() -> int:
+
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     import bpx
     from bpx import backend as B
 
-    be = B.resolve("cupy", on_unavailable="raise")
+    try:
+        be = B.resolve("cupy", on_unavailable="raise")
+    except B.BackendUnavailableError as exc:  # no cupy or no GPU: the probe cannot run
+        print(f"graph probe cannot run: {exc}", file=sys.stderr)
+        return 2
     rng = np.random.default_rng(0)
     X = rng.standard_normal((4096, 784)).astype(np.float32)
     y = np.arange(4096) % 10

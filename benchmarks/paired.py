@@ -69,10 +69,16 @@ def main(argv=None) -> int:
     p.add_argument("--off", required=True,
                    help="comma-separated fast paths to compare against: "
                         + "; ".join(f"{k}: {', '.join(v)}" for k, v in FAST_PATHS.items()))
-    p.add_argument("--pairs", type=int, default=14)
+    p.add_argument("--pairs", type=int, default=14, help="(default: %(default)s)")
     p.add_argument("--samples", type=int, default=None, help="epoch size (default: bench's)")
     args = p.parse_args(argv)
+    if args.pairs < 1:
+        p.error(f"--pairs must be >= 1, got {args.pairs}")
+    if args.samples is not None and args.samples < 1:
+        p.error(f"--samples must be >= 1, got {args.samples}")
     names = [n.strip() for n in args.off.split(",") if n.strip()]
+    if not names:
+        p.error("--off names no fast path")
     known = FAST_PATHS[args.backend]
     unknown = sorted(set(names) - set(known))
     if unknown:

@@ -65,8 +65,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", default="A", choices=sorted(WORKLOADS))
     p.add_argument("--samples", type=int, default=None, help="epoch size (default: bench's)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="(default: %(default)s)")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.samples is not None and args.samples < 1:
+        p.error(f"--samples must be >= 1, got {args.samples}")
     wl = WORKLOADS[args.workload]
     m = args.samples or wl.cpu_samples
     X, y = make_data(m)

@@ -8,6 +8,7 @@ call, medians of 7 × 300 calls.  Usage: ``python benchmarks/threads_probe.py``
 
 from __future__ import annotations
 
+import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,7 +51,8 @@ def _probe(pool: ThreadPoolExecutor, shape: tuple[int, int], rng) -> str:
             f"update one thread {_time(update_one):.0f} us, two {_time(update_two):.0f} us")
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     rng = np.random.default_rng(0)
     with ThreadPoolExecutor(1) as pool:
         for shape in [(256, 256), (256, 512), (512, 784), (1024, 512)]:

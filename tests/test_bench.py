@@ -47,6 +47,47 @@ def test_a_tiny_run_measures_bpx_and_the_gemm_bound(bench, tmp_path, mode):
     assert result["config"]["gap"] == (0.0 if mode else 0.15)
 
 
+def test_earlier_results_are_kept_unless_overwrite(bench, tmp_path, capsys):
+    """Checked before anything is measured: the default folder is named after the host,
+    and a second run there used to replace a committed run silently."""
+    (tmp_path / "results.json").write_text('{"earlier": true}')
+    assert bench.main([*TINY, "--in-process", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds results (results.json)" in err and "--overwrite" in err
+    assert "bpx[numpy]" not in err  # refused before any implementation was set up
+    assert json.loads((tmp_path / "results.json").read_text()) == {"earlier": True}
+    assert bench.main([*TINY, "--in-process", "--out", str(tmp_path), "--overwrite"]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["results"] and not (tmp_path / "results.partial.json").exists()
+    assert result["machine"]["command"].endswith("--overwrite")  # main's argv, not sys.argv
+    (tmp_path / "afile").write_text("")
+    assert bench.main([*TINY, "--in-process", "--out", str(tmp_path / "afile")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--gap", "-1"], "--gap must be >= 0"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--samples", "0"], "--samples must be >= 1"),
+    (["--budget", "0"], "--budget must be > 0"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--workloads", ""], "--workloads names nothing"),
+    (["--workloads", "C,,C"], "--workloads names C more than once"),
+    (["--workloads", "A, Z"], "unknown workload(s) ['Z']"),
+    (["--cpu-memory-workloads", "Z"], "unknown workload(s) ['Z'] in --cpu-memory-workloads"),
+])
+def test_bad_options_are_usage_errors(bench, capsys, argv, fragment):
+    with pytest.raises(SystemExit) as info:
+        bench.parse_args(argv)
+    assert info.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_workload_names_may_have_spaces(bench):
+    assert bench.parse_args(["--workloads", "A, C"]).workloads == "A,C"
+
+
 def test_a_worker_that_dies_is_reported_and_replaced(bench):
     args = bench.parse_args(TINY)
     workers = bench.Workers(args)
@@ -128,6 +169,9 @@ def test_paired_compares_fast_paths_and_restores_them(capsys):
         module.main(["--off", "nonsense"])
     with pytest.raises(SystemExit):
         module.main(["--off", "graphs"])  # a CuPy fast path, not NumPy's
+    for bad in (["--off", ","], ["--off", "blas", "--pairs", "0"]):
+        with pytest.raises(SystemExit):
+            module.main(bad)
     try:
         import cupy  # noqa: F401
     except ImportError:
@@ -150,6 +194,10 @@ def test_epoch_split_fits_the_line_and_reports(capsys):
         module.main(["--workload", "C", "--sizes", "512,256"])
     with pytest.raises(SystemExit):
         module.main(["--workload", "C", "--sizes", "100,200"])  # not multiples of 32
+    with pytest.raises(SystemExit):
+        module.main(["--workload", "C", "--sizes", "0,256"])
+    with pytest.raises(SystemExit):
+        module.main(["--workload", "C", "--repeats", "0"])
 
 
 def test_gpu_check_script_parses():
