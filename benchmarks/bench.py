@@ -1563,7 +1563,8 @@ def main(argv=None) -> int:
         for name in args.workloads.split(","):
             rows += run_workload(WORKLOADS[name], specs, args, log, workers)
             # what is done survives a cut (gpu_check.sh's timeout) or a crash later on
-            partial.write_text(json.dumps({"done": rows, "argv": argv}, default=str))
+            partial.write_text(json.dumps({"done": rows, "argv": sys.argv if argv is None
+                                           else argv}, default=str))
     except KeyboardInterrupt:
         done = sorted({r["workload"] for r in rows})
         notes.append(f"interrupted: results for {', '.join(done) or 'no workload'} only")

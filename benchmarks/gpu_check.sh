@@ -89,7 +89,7 @@ log "benchmark (cut at ${BENCH_TIMEOUT}s)"
 BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "$BENCH_TIMEOUT" python3 benchmarks/bench.py \
     --workloads A,B64,B1024,C,D,E --backends cupy,numpy --no-sklearn \
     --gpu-samples 61440 --repeats 7 --budget 20 --cpu-memory-workloads A --in-process --warmup 0 \
-    --label gpu --out "$OUT/bench" ${BENCH_EXTRA:-} > "$OUT/bench.log" 2>&1
+    --label gpu --out "$OUT/bench" --overwrite ${BENCH_EXTRA:-} > "$OUT/bench.log" 2>&1
 BENCH_RC=$?
 echo "$BENCH_RC" > "$OUT/bench.rc"
 log "benchmark exit code $BENCH_RC$( [ "$BENCH_RC" = 124 ] && echo ' (timed out)')"
@@ -98,7 +98,7 @@ log "benchmark without CUDA graphs (BPX_CUPY_GRAPHS=0; D, C, B64; cut at ${ABLAT
 BPX_CUPY_GRAPHS=0 timeout "${ABLATION_TIMEOUT:-45}" python3 benchmarks/bench.py \
     --workloads D,C,B64 --backends cupy --no-torch --no-sklearn --no-memory \
     --gpu-samples 61440 --repeats 5 --budget 9 --in-process --warmup 0 --label gpu-nographs \
-    --out "$OUT/bench-nographs" \
+    --out "$OUT/bench-nographs" --overwrite \
     > "$OUT/bench-nographs.log" 2>&1
 log "benchmark without graphs: exit $?"
 # --- D in detail: the fused SGD step on and off (paired), and fixed vs per-step cost --------

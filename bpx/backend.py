@@ -938,13 +938,15 @@ def _make(name: str, device=None, reason: str = "") -> Backend:
         be = _make_on(name, device, reason)
         if str(getattr(be.device, "type", "")) == "meta":
             raise ValueError("a meta device holds no data")
-        be.xp.zeros((1,), device=be.device)
+        # asarray, as Backend.asarray does: array-api-compat's cupy asarray enters the
+        # device (its zeros ignores device=), so a missing ordinal fails here
+        be.xp.asarray([0.0], device=be.device)
     except Exception as exc:
         raise _DeviceError(name, device, exc) from exc
     return be
 
 
-class _DeviceError(Exception):
+class _DeviceError(ValueError):
     """An explicit ``device=`` that the backend cannot use here (see :func:`resolve`)."""
 
     def __init__(self, name: str, device, exc: BaseException):
@@ -976,9 +978,9 @@ def _jax_device(device):
 def _make_on(name: str, device=None, reason: str = "") -> Backend:
     if name == "numpy":
         if device is not None and str(device).strip().lower() != "cpu":
-            msg = (f"device={device!r}: backend 'numpy' runs on the CPU only; leave device out "
-                   f"or give 'cpu' (cupy or torch run on a GPU)")
-            raise ValueError(msg)
+            # the same script on a laptop (BPX_BACKEND=numpy, device="cuda"): run, and say so
+            warnings.warn(f"device={device!r} is ignored: backend 'numpy' runs on the CPU",
+                          BackendFallbackWarning, stacklevel=4)
         xp = array_api_compat.array_namespace(np.empty(0))
         return Backend("numpy", xp, "cpu", reason, NumpyOps(xp))
     if name == "cupy":
@@ -1102,7 +1104,10 @@ def resolve(backend: str | types.ModuleType | Backend | None = None, *, device=N
         if name == "auto":
             ok, reason = probe("cupy")
             if ok:
-                return _make("cupy", device, reason)
+                try:
+                    return _make("cupy", device, reason)
+                except _DeviceError as exc:  # cupy works, that device does not
+                    reason = exc.reason
             return _make("numpy", None, f"auto: {reason}; using numpy")
         if name not in BACKENDS:
             where = " (from the environment variable BPX_BACKEND)" if from_env else ""

@@ -124,9 +124,11 @@ class Network:
     # ---------------------------------------------------------------------------------
     def _set_params(self, W, b) -> None:
         be, dt = self._backend, self._backend.dtype(self.dtype)
-        # copies: training updates the parameters in place, never the caller's arrays
-        self.weights = [be.xp.asarray(be.asarray(w, dtype=dt), copy=True) for w in W]
-        self.biases = [be.xp.asarray(be.asarray(x, dtype=dt), copy=True) for x in b]
+        # copies: training updates the parameters in place, never the caller's arrays; both
+        # lists are built before either is assigned, so a failure changes nothing
+        weights = [be.xp.asarray(be.asarray(w, dtype=dt), copy=True) for w in W]
+        biases = [be.xp.asarray(be.asarray(x, dtype=dt), copy=True) for x in b]
+        self.weights, self.biases = weights, biases
 
     @property
     def backend(self) -> str:
@@ -185,22 +187,25 @@ class Network:
         device, with a warning, when this machine lacks that device."""
         import warnings
 
-        from bpx.backend import device_from_spec
+        from bpx.backend import device_from_spec, probe
         from bpx.exceptions import BackendFallbackWarning
 
         state = dict(state)
         W, b = state.pop("weights"), state.pop("biases")
         name, spec = state.pop("_backend_name"), state.pop("_device_spec", None)
         self.__dict__.update(state)
-        try:
-            self._backend = resolve(name, device=device_from_spec(name, spec),
-                                    on_unavailable="raise")
-        except Exception as exc:  # that device is not here: the backend's default one
+        if not probe(name)[0]:  # the library itself is missing here: resolve's fallback
             self._backend = resolve(name)
-            warnings.warn(f"unpickling a {name} network saved on device {spec!r}, which is not "
-                          f"usable here ({type(exc).__name__}: {exc}); it is on "
-                          f"{self._backend.device} instead", BackendFallbackWarning,
-                          stacklevel=2)
+        else:
+            try:
+                self._backend = resolve(name, device=device_from_spec(name, spec),
+                                        on_unavailable="raise")
+            except Exception as exc:  # that device is not here: the default one
+                self._backend = resolve(name)
+                warnings.warn(f"unpickling a {name} network saved on device {spec!r}, which "
+                              f"is not usable here ({type(exc).__name__}: {exc}); it is on "
+                              f"{self._backend.device} instead", BackendFallbackWarning,
+                              stacklevel=2)
         self._set_params(W, b)  # as pickled, like bpx.load: no checks to fail
 
     def __repr__(self) -> str:

@@ -75,8 +75,8 @@ def history(hist, *, ax=None, path: str | os.PathLike | None = None):
     _import_matplotlib()
     from matplotlib.ticker import MaxNLocator
 
-    if path is not None:
-        check_path(path)  # before drawing, not after
+    if isinstance(path, (str, os.PathLike)):
+        check_path(path)  # before drawing, not after (a file object is matplotlib's to judge)
 
     if not isinstance(hist, Mapping) and isinstance(getattr(hist, "history", None), Mapping):
         hist = hist.history

@@ -323,20 +323,16 @@ def test_a_network_pickles_and_deep_copies(be, how):
     assert math.isfinite(twin.history["loss"][-1])
 
 
-def test_unpickling_without_the_saved_device_warns_and_uses_the_default(monkeypatch):
-    pytest.importorskip("array_api_strict", reason="needs array-api-strict's second device")
-    from bpx import backend
-
+def test_unpickling_without_the_saved_device_warns_and_uses_the_default():
+    pytest.importorskip("array_api_strict", reason="needs array-api-strict's devices")
     net = bpx.Network([4, 3], backend="array_api_strict", device="device1", seed=0)
-    data = pickle.dumps(net)
-
-    def missing(name, spec):
-        raise LookupError(f"no device {spec} here")
-
-    monkeypatch.setattr(backend, "device_from_spec", missing)
-    with pytest.warns(bpx.BackendFallbackWarning, match=r"saved on device 'device1', which is "
+    state = net.__getstate__()
+    assert state["_device_spec"] == "device1"
+    state["_device_spec"] = "device9"  # as if saved on a device this machine lacks
+    twin = bpx.Network.__new__(bpx.Network)
+    with pytest.warns(bpx.BackendFallbackWarning, match=r"saved on device 'device9', which is "
                                                          r"not usable here"):
-        twin = pickle.loads(data)
+        twin.__setstate__(state)
     assert twin.device == bpx.resolve("array_api_strict").device
     assert_same_params(net, twin)
 
@@ -344,10 +340,13 @@ def test_unpickling_without_the_saved_device_warns_and_uses_the_default(monkeypa
 # --------------------------------------------------------------------------------------
 # backends and devices
 # --------------------------------------------------------------------------------------
-def test_numpy_refuses_a_gpu_device():
-    with pytest.raises(ValueError, match=r"device='cuda': backend 'numpy' runs on the CPU only"):
-        bpx.Network([2, 3], backend="numpy", device="cuda")
+def test_numpy_ignores_a_gpu_device_and_says_so(recwarn):
+    with pytest.warns(bpx.BackendFallbackWarning, match=r"device='cuda' is ignored: backend "
+                                                        r"'numpy' runs on the CPU"):
+        assert bpx.Network([2, 3], backend="numpy", device="cuda").device == "cpu"
+    recwarn.clear()
     assert bpx.Network([2, 3], backend="numpy", device="cpu").device == "cpu"
+    assert not recwarn.list
 
 
 def _no_cuda_torch():
@@ -381,19 +380,23 @@ def test_a_move_to_an_unusable_device_leaves_the_network_where_it_was():
 def test_a_move_that_fails_midway_changes_nothing(monkeypatch):
     pytest.importorskip("torch", reason="needs torch")
     X, y = blobs()
-    net = bpx.Network([4, 3], backend="numpy", seed=0).fit(X, y, epochs=1)
+    net = bpx.Network([4, 5, 3], backend="numpy", seed=0).fit(X, y, epochs=1)
     before = net.predict_proba(X)
     plain = bpx.backend.Backend.asarray
+    calls = []
 
     def fail_on_torch(self, x, dtype=None):
         if self.name == "torch":
-            raise MemoryError("no room on the device")
+            calls.append(1)
+            if len(calls) == 3:  # the weights are done, the first bias fails
+                raise MemoryError("no room on the device")
         return plain(self, x, dtype)
 
     monkeypatch.setattr(bpx.backend.Backend, "asarray", fail_on_torch)
     with pytest.raises(MemoryError):
         net.to("torch")
-    assert net.backend == "numpy"
+    assert net.backend == "numpy" and len(calls) == 3
+    assert all(isinstance(p, np.ndarray) for p in (*net.weights, *net.biases))
     np.testing.assert_array_equal(net.predict_proba(X), before)
 
 
@@ -482,6 +485,14 @@ def test_train_test_split_regression_and_lists():
     b = train_test_split(X, np.arange(50) % 2)
     for p, q in zip(a, b, strict=True):
         np.testing.assert_array_equal(p, q)
+
+
+def test_train_test_split_hints_stratify_false_for_whole_float_targets():
+    from bpx.datasets import train_test_split
+
+    X, _ = blobs(20)
+    with pytest.raises(ValueError, match=r"for regression targets pass stratify=False"):
+        train_test_split(X, np.arange(20.0))
 
 
 @pytest.mark.parametrize("name", ["curves", "curves.xyz"])

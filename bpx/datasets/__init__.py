@@ -69,7 +69,9 @@ def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0, *,
     else:
         test[rng.permutation(m)[: round(m * test_fraction)]] = True
     if test.all() or not test.any():
+        hint = ("; for regression targets pass stratify=False" if stratify and
+                y.dtype.kind == "f" else "")
         msg = (f"test_fraction={test_fraction} leaves an empty training or test set with {m} "
-               f"samples{' (rounded per class)' if stratify else ''}")
+               f"samples{' (rounded per class)' if stratify else ''}{hint}")
         raise ValueError(msg)
     return X[~test], X[test], y[~test], y[test]
