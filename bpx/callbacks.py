@@ -87,7 +87,8 @@ class EarlyStopping(Callback):
     monitor : str, optional
         A log key; default ``val_loss`` when validation data exist, else ``loss``.
         Keys ending in ``accuracy`` are maximized, all others minimized.
-    patience : int, epochs without an improvement larger than ``min_delta`` before stopping
+    patience : int, epochs without an improvement larger than ``min_delta`` that are
+        tolerated: training stops at the (patience + 1)-th such epoch in a row
     restore_best_weights : bool, put back the parameters of the best epoch at the end
     """
 

@@ -399,14 +399,18 @@ def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray) -> None:
 
 
 def _is_stream(path: str) -> bool:
-    """A character device or FIFO (``/dev/stdout``, a named pipe): written through."""
+    """A path to write through, never to replace: a character device, FIFO or socket, or
+    anything under /dev or /proc (``/dev/stdout`` is a link to ``/proc/self/fd/1``, which
+    names whatever stdout is: a terminal, a pipe, or a file the shell redirected to)."""
     import stat
 
+    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _check_output(path: str, option: str, inputs=(), *, streams_ok: bool = False) -> None:
@@ -418,9 +422,12 @@ def _check_output(path: str, option: str, inputs=(), *, streams_ok: bool = False
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise DataError(f"{option} {path}: directory {parent} does not exist")
+    if streams_ok and _is_stream(path):
+        return  # written through, never replaced
+    if _is_stream(path):  # a model or an image is not written to a device, or through one
+        raise DataError(f"{option} {path}: a device or /proc path, not a regular file; name "
+                        "a file to write")
     if os.path.lexists(path):
-        if streams_ok and _is_stream(path):
-            return  # written through, never replaced
         if not os.path.isfile(path):
             raise DataError(f"{option} {path}: exists and is not a regular file (a directory, "
                             "device or broken link); name a file to write")
@@ -854,8 +861,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="hold out this fraction of the samples (stratified by class, seeded) "
                         "for validation: val_loss per epoch and final validation metrics")
     p.add_argument("--early-stopping", type=_nonnegative_int, default=None, metavar="N",
-                   help="stop after N epochs without improvement of val_loss (loss without "
-                        "--validation-split) and keep the best epoch's weights")
+                   help="patience N: stop at the (N+1)-th epoch in a row without improvement "
+                        "of val_loss (loss without --validation-split; 0: the first) and keep "
+                        "the best epoch's weights")
     p.add_argument("--backend", type=_backend_name, default=None, help=_BACKEND_HELP)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="(default: float32)")
@@ -876,9 +884,10 @@ def _build_parser() -> argparse.ArgumentParser:
             "predictions per\nsample of DATA, with a header: 'prediction' (class labels or "
             "a regression output;\nprediction_0, prediction_1, ... for several outputs), or "
             "with --proba one probability\ncolumn per class, headed by the class label.\n\n"
-            "DATA is a CSV file with a header row whose columns are the features in "
-            "training order\n(--target drops the target column(s) if present), or an NPZ "
-            "file with an array X.")
+            "DATA is a CSV file with a header row: columns are matched to the model's "
+            "feature names\n(any order; the training target is dropped) when bpx train "
+            "stored them, else taken\nin training order (--target drops columns if "
+            "present); or an NPZ file with an array X.")
     p.add_argument("model", metavar="MODEL", help="a model file (.bpx)")
     p.add_argument("data", metavar="DATA", help="a CSV (header row) or NPZ (X) file")
     p.add_argument("--output", "-o", metavar="PATH",

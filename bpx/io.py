@@ -272,7 +272,10 @@ def _rng_state(rng):
 
 
 def _atomic_write(path: str, chunks) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
+    # through a symbolic link, the file it names is replaced, not the link (a link to
+    # /proc/self/fd/1, such as /dev/stdout, would otherwise be swapped for a plain file)
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
     tmp = tempfile.NamedTemporaryFile(mode="wb", dir=directory, delete=False,
                                       prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:

@@ -803,3 +803,38 @@ def test_predict_writes_through_a_character_device(capsys, tmp_path, iris, featu
 def test_numeric_labels_are_read_exactly(cells, want):
     got = cli._labels(cells, list(range(2, 2 + len(cells))), "y", "d.csv")
     assert got.tolist() == want
+
+
+def test_links_and_dev_paths_are_written_through_never_replaced(capfd, tmp_path, iris,
+                                                                features_csv):
+    """A link is followed (its target replaced atomically, the link kept); /dev and /proc
+    paths are written through (/dev/stdout -> /proc/self/fd/1 names the shell's file) or,
+    for a model, refused. Replacing them, as root, once swapped /dev/stdout for a file."""
+    import os
+
+    data, _, _ = iris
+    model = tmp_path / "m.bpx"
+    assert cli.main(["train", str(data), "--target", "species", *TRAIN, "-o", str(model)]) == 0
+    target, link = tmp_path / "target.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert cli.main(["predict", str(model), str(features_csv), "-o", str(link)]) == 0
+    assert link.is_symlink() and target.read_text().startswith("prediction\n")
+    capfd.readouterr()
+    if os.path.exists("/dev/stdout"):
+        kind = os.lstat("/dev/stdout").st_mode
+        assert cli.main(["predict", str(model), str(features_csv), "-o", "/dev/stdout"]) == 0
+        assert capfd.readouterr().out.startswith("prediction\n")
+        code = cli.main(["train", str(data), "--target", "species", *TRAIN, "-o", "/dev/stdout"])
+        assert code == 1
+        assert "a device or /proc path, not a regular file" in capfd.readouterr().err
+        assert os.lstat("/dev/stdout").st_mode == kind  # still what it was
+
+
+def test_a_model_saved_through_a_link_keeps_the_link(tmp_path):
+    net = bpx.Network([2, 3], seed=0)
+    (tmp_path / "real.bpx").write_bytes(b"")
+    (tmp_path / "link.bpx").symlink_to(tmp_path / "real.bpx")
+    net.save(tmp_path / "link.bpx")
+    assert (tmp_path / "link.bpx").is_symlink()
+    assert bpx.load(tmp_path / "real.bpx").layers == [2, 3]
