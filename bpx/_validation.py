@@ -33,6 +33,11 @@ def as_array(x, name: str):
     if x is None:
         msg = f"{name} must be an array, got None"
         raise TypeError(msg)
+    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
+        # np.asarray would drop the mask and train on the hidden values
+        msg = (f"{name} is a masked array with masked entries, and bpx has no notion of a "
+               f"mask: fill them (x.filled(value)) or drop those rows first")
+        raise ValueError(msg)
     if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
         return x
     try:

@@ -520,3 +520,13 @@ def test_not_fitted_says_how_to_record_labels_without_training():
     net = bpx.Network([4, 3], seed=0)
     with pytest.raises(NotFittedError, match=r"fit\(X, y, epochs=0\) records the labels"):
         net.predict(np.zeros((1, 4)))
+
+
+def test_a_masked_array_with_masked_entries_is_refused():
+    X, y = blobs()
+    Xm = np.ma.masked_array(X, mask=np.zeros_like(X, dtype=bool))
+    Xm.mask[3, 1] = True
+    with pytest.raises(ValueError, match=r"X is a masked array with masked entries.*filled"):
+        bpx.Network([4, 3], seed=0).fit(Xm, y, epochs=1)
+    net = bpx.Network([4, 3], seed=0).fit(np.ma.masked_array(X), y, epochs=1)  # no mask: fine
+    assert net.predict(X).shape == (len(X),)
