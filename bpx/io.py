@@ -360,7 +360,8 @@ def load(path, backend=None, *, device=None, on_unavailable=None):
     dt = be.dtype(net.dtype)
     net.weights = [be.asarray(tensors[f"weights.{i}"], dtype=dt) for i in range(L)]
     net.biases = [be.asarray(tensors[f"biases.{i}"], dtype=dt) for i in range(L)]
-    net.classes_ = None if config["classes"] is None else _decode_classes(path, config["classes"])
+    # as stored, without the setter's checks: _check_classes below names the file instead
+    net._classes = None if config["classes"] is None else _decode_classes(path, config["classes"])
     net._y_shape = config["y_shape"]
     net.history = {k: [tuple(x) if isinstance(x, list) else x for x in v]
                    for k, v in config["history"].items()}

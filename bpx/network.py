@@ -153,6 +153,30 @@ class Network:
     def is_classifier(self) -> bool:
         return self.loss.classification
 
+    @property
+    def classes_(self):
+        """The class labels of the output units (a 1-d NumPy array), or None before ``fit``."""
+        return self._classes
+
+    @classes_.setter
+    def classes_(self, labels) -> None:
+        # set by fit, by bpx.load, or by hand (after from_torch_state_dict): checked here, so
+        # that a list or a wrong count fails now, by name, not later inside predict
+        if labels is None:
+            self._classes = None
+            return
+        c = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+        n_out = self.layers[-1]
+        want = 2 if n_out == 1 else n_out
+        if not self.is_classifier:
+            msg = f"classes_ is for classifiers; this network's loss is {self.loss.name!r}"
+            raise ValueError(msg)
+        if c.ndim != 1 or c.size != want:
+            msg = (f"classes_ must hold {want} labels, one per output unit (a single sigmoid "
+                   f"unit stands for 2), in the units' order; got shape {c.shape}")
+            raise ValueError(msg)
+        self._classes = c
+
     def to(self, backend, *, device=None, on_unavailable: str | None = None) -> Network:
         """Move the parameters to another backend / device (in place); returns ``self``."""
         target = resolve(backend, device=device, on_unavailable=on_unavailable)

@@ -530,3 +530,18 @@ def test_a_masked_array_with_masked_entries_is_refused():
         bpx.Network([4, 3], seed=0).fit(Xm, y, epochs=1)
     net = bpx.Network([4, 3], seed=0).fit(np.ma.masked_array(X), y, epochs=1)  # no mask: fine
     assert net.predict(X).shape == (len(X),)
+
+
+def test_classes_set_by_hand_are_checked():
+    """After from_torch_state_dict a classifier needs its labels set by hand."""
+    net = bpx.Network([4, 3], seed=0)
+    net.classes_ = ["a", "b", "c"]  # a list: kept as an array
+    assert isinstance(net.classes_, np.ndarray)
+    assert net.predict(np.zeros((2, 4))).tolist()[0] in ("a", "b", "c")
+    with pytest.raises(ValueError, match=r"classes_ must hold 3 labels, one per output unit"):
+        net.classes_ = [0, 1]
+    with pytest.raises(ValueError, match=r"classes_ must hold 2 labels .*single sigmoid unit"):
+        bpx.Network([4, 1], seed=0).classes_ = [0, 1, 2]
+    with pytest.raises(ValueError, match=r"classes_ is for classifiers"):
+        bpx.Network([4, 1], loss="mse", seed=0).classes_ = [0, 1]
+    assert net.classes_.tolist() == ["a", "b", "c"]
