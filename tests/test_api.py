@@ -540,7 +540,7 @@ def test_classes_set_by_hand_are_checked():
     assert net.predict(np.zeros((2, 4))).tolist()[0] in ("a", "b", "c")
     with pytest.raises(ValueError, match=r"classes_ must hold 3 labels, one per output unit"):
         net.classes_ = [0, 1]
-    with pytest.raises(ValueError, match=r"classes_ must hold 2 labels .*single sigmoid unit"):
+    with pytest.raises(ValueError, match=r"classes_ must hold 2 labels.*single sigmoid unit"):
         bpx.Network([4, 1], seed=0).classes_ = [0, 1, 2]
     with pytest.raises(ValueError, match=r"classes_ is for classifiers"):
         bpx.Network([4, 1], loss="mse", seed=0).classes_ = [0, 1]
