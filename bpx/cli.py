@@ -400,11 +400,14 @@ def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray) -> None:
 
 def _is_stream(path: str) -> bool:
     """A path to write through, never to replace: a character device, FIFO or socket, or
-    anything under /dev or /proc (``/dev/stdout`` is a link to ``/proc/self/fd/1``, which
-    names whatever stdout is: a terminal, a pipe, or a file the shell redirected to)."""
+    anything that is or leads through links to /dev or /proc (``/dev/stdout`` is a link to
+    ``/proc/self/fd/1``, which names whatever stdout is: a terminal, a pipe, or a file the
+    shell redirected to)."""
     import stat
 
-    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
+    from bpx.io import special_path
+
+    if special_path(path):
         return True
     try:
         mode = os.stat(path).st_mode
@@ -419,22 +422,23 @@ def _check_output(path: str, option: str, inputs=(), *, streams_ok: bool = False
     device, a directory that does not exist or cannot be written."""
     if not path:
         raise DataError(f"{option}: the path is empty")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise DataError(f"{option} {path}: directory {parent} does not exist")
-    if streams_ok and _is_stream(path):
-        return  # written through, never replaced
-    if _is_stream(path):  # a model or an image is not written to a device, or through one
-        raise DataError(f"{option} {path}: a device or /proc path, not a regular file; name "
-                        "a file to write")
-    if os.path.lexists(path):
-        if not os.path.isfile(path):
-            raise DataError(f"{option} {path}: exists and is not a regular file (a directory, "
-                            "device or broken link); name a file to write")
+    if os.path.exists(path):  # an input is never an output, whatever the path's kind
         for what, other in inputs:
             if other and os.path.exists(other) and os.path.samefile(path, other):
                 raise DataError(f"{option} {path} is the {what} file {other}; writing there "
                                 "would destroy it: choose another path")
+    if _is_stream(path):
+        if streams_ok:
+            return  # written through, never replaced
+        # a model or an image is not written to a device, or through a link to one
+        raise DataError(f"{option} {path}: a device, pipe or /proc path (or a link to one), "
+                        "not a regular file; name a file to write")
+    parent = os.path.dirname(os.path.realpath(path))  # where the file really goes
+    if not os.path.isdir(parent):
+        raise DataError(f"{option} {path}: directory {parent} does not exist")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise DataError(f"{option} {path}: exists and is not a regular file (a directory or "
+                        "a broken link); name a file to write")
     if not os.access(parent, os.W_OK):
         raise DataError(f"{option} {path}: directory {parent} is not writable")
 
@@ -646,8 +650,9 @@ def _predict(args) -> int:
         else:
             header, rows = [f"prediction_{j}" for j in range(Y.shape[1])], Y
     if out is None or _is_stream(out):
+        # "a": /dev/stdout reopens the shell's file, which "w" would truncate under `>>`
         with (contextlib.nullcontext(sys.stdout) if out is None
-              else open(out, "w", newline="", encoding="utf-8")) as f:
+              else open(out, "a", newline="", encoding="utf-8")) as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(header)
             writer.writerows([_cell(v) for v in row] for row in rows)

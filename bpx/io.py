@@ -67,6 +67,7 @@ floats and booleans as they are.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -115,6 +116,14 @@ def save(net, path) -> None:
     loss, or class labels of a kind listed nowhere in the module docstring.
     """
     path = os.fspath(path)
+    if special_path(path) or (os.path.exists(path) and not os.path.isfile(path)
+                              and not os.path.isdir(path)):
+        msg = (f"cannot save to {path}: it is, or leads through links to, a device, pipe or "
+               "/proc path, which a save would replace; name a regular file")
+        raise ValueError(msg)
+    if path.endswith(("/", os.sep)):
+        raise IsADirectoryError(errno.EISDIR, "a path ending in a separator names a folder, "
+                                "not a model file", path)
     config = _config(net)
     tensors = {}
     for kind, params in (("weights", net.weights), ("biases", net.biases)):
@@ -269,6 +278,31 @@ def _rng_state(rng):
     if state.get("bit_generator") not in _RNGS:
         return None  # other generators' states hold arrays; a load draws a fresh RNG
     return state
+
+
+_SPECIAL = ("/dev/", "/proc/")
+_ORDINARY = ("/dev/shm/",)  # a tmpfs of ordinary files
+
+
+def _hops(path) -> list[str]:
+    """``path`` (absolute) and every name it leads to through symbolic links, each with its
+    directories' links resolved: where a write to ``path`` would really go, step by step."""
+    p = os.path.abspath(path)
+    out = [p]
+    for _ in range(40):  # the kernel's own limit on links in a row
+        p = os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+        out.append(p)
+        if not os.path.islink(p):
+            break
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return out
+
+
+def special_path(path) -> bool:
+    """Whether ``path`` is, or leads through links to, something under /dev or /proc (other
+    than /dev/shm): ``/dev/stdout``, a link to it, ``/proc/self/fd/1``. Such a path is
+    written through, never replaced, or refused."""
+    return any(h.startswith(_SPECIAL) and not h.startswith(_ORDINARY) for h in _hops(path))
 
 
 def _atomic_write(path: str, chunks) -> None:

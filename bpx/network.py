@@ -175,6 +175,14 @@ class Network:
             msg = (f"classes_ must hold {want} labels, one per output unit (a single sigmoid "
                    f"unit stands for 2), in the units' order; got shape {c.shape}")
             raise ValueError(msg)
+        try:
+            distinct = len(set(c.tolist())) == c.size
+        except TypeError:  # unhashable labels: compare them pairwise
+            items = c.tolist()
+            distinct = all(a != b for i, a in enumerate(items) for b in items[i + 1:])
+        if not distinct:
+            msg = f"classes_ must hold distinct labels, got {c.tolist()}"
+            raise ValueError(msg)
         self._classes = c
 
     def to(self, backend, *, device=None, on_unavailable: str | None = None) -> Network:
@@ -215,6 +223,8 @@ class Network:
         from bpx.exceptions import BackendFallbackWarning
 
         state = dict(state)
+        if "classes_" in state:  # pickled before classes_ became a checked property
+            state["_classes"] = state.pop("classes_")
         W, b = state.pop("weights"), state.pop("biases")
         name, spec = state.pop("_backend_name"), state.pop("_device_spec", None)
         self.__dict__.update(state)
@@ -302,9 +312,14 @@ class Network:
 
     def _encode(self, y: np.ndarray, name: str) -> np.ndarray:
         self._check_fitted()
-        idx = np.searchsorted(self.classes_, y)
-        idx = np.clip(idx, 0, self.classes_.size - 1)
-        unseen = self.classes_[idx] != y
+        c = self.classes_
+        try:  # classes_ set by hand need not be sorted: search through a sorting of them
+            sorter = np.argsort(c, kind="stable")
+            idx = sorter[np.clip(np.searchsorted(c, y, sorter=sorter), 0, c.size - 1)]
+        except TypeError:  # labels that do not sort together (mixed objects): one by one
+            where = {v: i for i, v in enumerate(c.tolist())}
+            idx = np.array([where.get(v, 0) for v in y.tolist()], dtype=np.intp)
+        unseen = c[idx] != y
         if np.any(unseen):
             bad = np.unique(y[unseen])[:5].tolist()
             msg = (f"{name} contains labels never seen in fit: {bad}; "

@@ -545,3 +545,47 @@ def test_classes_set_by_hand_are_checked():
     with pytest.raises(ValueError, match=r"classes_ is for classifiers"):
         bpx.Network([4, 1], loss="mse", seed=0).classes_ = [0, 1]
     assert net.classes_.tolist() == ["a", "b", "c"]
+
+
+def test_classes_set_by_hand_may_be_unsorted_but_not_repeated():
+    X, y = blobs()
+    labels = np.array(["c", "a", "b"])
+    net = bpx.Network([4, 3], seed=0)
+    net.classes_ = labels  # the units' order, as a torch model had them
+    net.fit(X, labels[y], epochs=5, lr=0.5)  # encoded through the units' order
+    assert net.classes_.tolist() == ["c", "a", "b"]
+    assert net.evaluate(X, labels[y])["accuracy"] > 0.5
+    with pytest.raises(ValueError, match=r"classes_ must hold distinct labels"):
+        net.classes_ = ["a", "a", "b"]
+
+
+def test_a_network_pickled_with_a_plain_classes_attribute_still_loads():
+    net = bpx.Network([4, 3], seed=0).fit(*blobs(), epochs=1)
+    state = net.__getstate__()
+    state["classes_"] = state.pop("_classes")  # as pickled before the property existed
+    twin = bpx.Network.__new__(bpx.Network)
+    twin.__setstate__(state)
+    assert twin.classes_.tolist() == [0, 1, 2]
+
+
+def test_save_refuses_device_links_and_folder_paths(tmp_path):
+    import os
+
+    net = bpx.Network([2, 3], seed=0)
+    (tmp_path / "null.bpx").symlink_to(os.devnull)
+    with pytest.raises(ValueError, match=r"leads through links to, a device"):
+        net.save(tmp_path / "null.bpx")
+    with pytest.raises(IsADirectoryError):
+        net.save(str(tmp_path / "newname") + "/")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null.bpx"]
+
+
+def test_sklearn_refuses_masked_arrays():
+    pytest.importorskip("sklearn", reason="scikit-learn is needed for bpx.sklearn")
+    from bpx.sklearn import BPXClassifier
+
+    X, y = blobs()
+    Xm = np.ma.masked_array(X, mask=np.zeros_like(X, dtype=bool))
+    Xm.mask[0, 0] = True
+    with pytest.raises(ValueError, match=r"X is a masked array with masked entries"):
+        BPXClassifier(max_iter=1).fit(Xm, y)

@@ -827,7 +827,7 @@ def test_links_and_dev_paths_are_written_through_never_replaced(capfd, tmp_path,
         assert capfd.readouterr().out.startswith("prediction\n")
         code = cli.main(["train", str(data), "--target", "species", *TRAIN, "-o", "/dev/stdout"])
         assert code == 1
-        assert "a device or /proc path, not a regular file" in capfd.readouterr().err
+        assert "a device, pipe or /proc path (or a link to one)" in capfd.readouterr().err
         assert os.lstat("/dev/stdout").st_mode == kind  # still what it was
 
 
@@ -838,3 +838,27 @@ def test_a_model_saved_through_a_link_keeps_the_link(tmp_path):
     net.save(tmp_path / "link.bpx")
     assert (tmp_path / "link.bpx").is_symlink()
     assert bpx.load(tmp_path / "real.bpx").layers == [2, 3]
+
+
+def test_links_into_dev_are_refused_for_models_and_inputs_are_never_outputs(
+        capsys, tmp_path, iris, monkeypatch):
+    """A link to a device (or a folder link into /dev) is no way around the refusal, and a
+    /proc alias of DATA is still DATA."""
+    import os
+    import stat
+
+    data, _, _ = iris
+    (tmp_path / "null.bpx").symlink_to(os.devnull)
+    (tmp_path / "devdir").symlink_to("/dev")
+    for out in (tmp_path / "null.bpx", tmp_path / "devdir" / "null"):
+        code, _, err = run(capsys, "train", data, "--target", "species", *TRAIN, "-o", out)
+        assert_failed(code, err, "train", "a device, pipe or /proc path (or a link to one)")
+    assert stat.S_ISCHR(os.lstat(os.devnull).st_mode)
+    model = tmp_path / "m.bpx"
+    assert run(capsys, "train", data, "--target", "species", *TRAIN, "-o", model)[0] == 0
+    if os.path.isdir("/proc/self/cwd"):
+        monkeypatch.chdir(tmp_path)
+        text = data.read_text()
+        code, _, err = run(capsys, "predict", model, data, "-o", f"/proc/self/cwd/{data.name}")
+        assert_failed(code, err, "predict", "is the DATA file")
+        assert data.read_text() == text
