@@ -28,16 +28,21 @@ def _kind(x) -> str:
     return "other"
 
 
+def refuse_masked(x, name: str) -> None:
+    """A masked array with masked entries is refused: ``np.asarray`` (and scikit-learn's
+    validation) would drop the mask and train on the hidden values."""
+    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
+        msg = (f"{name} is a masked array with masked entries, and bpx has no notion of a "
+               f"mask: fill them (x.filled(value)) or drop those rows first")
+        raise ValueError(msg)
+
+
 def as_array(x, name: str):
     """``x`` as an array of its own library, or a NumPy array for lists and scalars."""
     if x is None:
         msg = f"{name} must be an array, got None"
         raise TypeError(msg)
-    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
-        # np.asarray would drop the mask and train on the hidden values
-        msg = (f"{name} is a masked array with masked entries, and bpx has no notion of a "
-               f"mask: fill them (x.filled(value)) or drop those rows first")
-        raise ValueError(msg)
+    refuse_masked(x, name)
     if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
         return x
     try:

@@ -1020,8 +1020,8 @@ def _make_on(name: str, device=None, reason: str = "") -> Backend:
 
 
 def device_spec(be: Backend):
-    """A plain (picklable) description of ``be.device`` that :func:`device_from_spec` turns
-    back into a device: None (the backend's default), an int or a string."""
+    """A plain (picklable) description of ``be.device`` that ``resolve(name, device=...)``
+    turns back into that device: None (the backend's default), an int or a string."""
     dev = be.device
     if be.name == "cupy":
         return int(dev.id)
@@ -1032,12 +1032,6 @@ def device_spec(be: Backend):
     if be.name == "array_api_strict":
         return str(getattr(dev, "_device", "")) or None
     return None
-
-
-def device_from_spec(name: str, spec):
-    """The ``device=`` argument that selects the device ``spec`` (from :func:`device_spec`)
-    on backend ``name``: the spec itself (``resolve`` reads ints and strings)."""
-    return spec
 
 
 def _name_of_namespace(mod) -> str | None:

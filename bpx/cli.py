@@ -362,16 +362,10 @@ def load_features(path: str, drop: list[str] | None, *, names: list[str] | None 
 # --------------------------------------------------------------------------------------
 def _split(y: np.ndarray, fraction: float, seed: int, classify: bool) -> np.ndarray:
     """A boolean mask of the validation rows: stratified for labels, seeded."""
-    rng = np.random.default_rng(seed)
+    from bpx.datasets import split_mask
+
     m = len(y)
-    val = np.zeros(m, dtype=bool)
-    if classify:
-        for label in np.unique(y):
-            idx = np.flatnonzero(y == label)
-            rng.shuffle(idx)
-            val[idx[: round(len(idx) * fraction)]] = True
-    else:
-        val[rng.permutation(m)[: round(m * fraction)]] = True
+    val = split_mask(y, fraction, np.random.default_rng(seed), stratify=classify)
     if not val.any() or val.all():
         raise DataError(f"--validation-split {fraction} leaves an empty training or validation "
                         f"set with {m} samples")

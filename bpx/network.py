@@ -219,7 +219,7 @@ class Network:
         device, with a warning, when this machine lacks that device."""
         import warnings
 
-        from bpx.backend import device_from_spec, probe
+        from bpx.backend import probe
         from bpx.exceptions import BackendFallbackWarning
 
         state = dict(state)
@@ -232,7 +232,7 @@ class Network:
             self._backend = resolve(name)
         else:
             try:
-                self._backend = resolve(name, device=device_from_spec(name, spec),
+                self._backend = resolve(name, device=spec,
                                         on_unavailable="raise")
             except Exception as exc:  # that device is not here: the default one
                 self._backend = resolve(name)
@@ -522,19 +522,14 @@ class Network:
         if not (v.is_real(fraction) and 0.0 < fraction < 1.0):
             msg = f"validation_split must be a number in (0, 1), got {fraction!r}"
             raise ValueError(msg)
+        from bpx.datasets import split_mask
+
         m = Xd.shape[0]
-        if self.is_classifier:
-            host_codes = self._backend.to_host(codes)
-            val = np.zeros(m, dtype=bool)
-            for c in np.unique(host_codes):
-                idx = np.flatnonzero(host_codes == c)
-                self._rng.shuffle(idx)
-                # at least one sample of every class stays for training (a class of one
-                # with fraction 0.6 would otherwise go wholly to validation)
-                val[idx[: min(round(len(idx) * fraction), len(idx) - 1)]] = True
-        else:
-            val = np.zeros(m, dtype=bool)
-            val[self._rng.permutation(m)[: round(m * fraction)]] = True
+        # keep_one: at least one sample of every class stays for training (a class of one
+        # with fraction 0.6 would otherwise go wholly to validation)
+        labels = self._backend.to_host(codes) if self.is_classifier else np.empty(m)
+        val = split_mask(labels, fraction, self._rng, stratify=self.is_classifier,
+                         keep_one=True)
         if not val.any() or val.all():
             msg = (f"validation_split={fraction} leaves an empty training or validation set "
                    f"with {m} samples")

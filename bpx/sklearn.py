@@ -49,6 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError(msg) from exc
 
 from bpx import training
+from bpx._validation import refuse_masked
 from bpx.backend import check_dtype, to_host
 from bpx.callbacks import Callback
 from bpx.network import Network
@@ -495,7 +496,7 @@ class _BPXBase(BaseEstimator):
 
     def _input(self, X):
         check_is_fitted(self)
-        _refuse_masked(X, "X")
+        refuse_masked(X, "X")
         return validate_data(self, X, reset=False, dtype=np.dtype(self.network_.dtype))
 
     # --- pickling: the network's backend holds modules, so it travels by name ----------
@@ -635,8 +636,8 @@ class BPXClassifier(ClassifierMixin, _BPXBase):
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def _validate_xy(self, X, y, *, first_pass, incremental, classes, dtype):
-        _refuse_masked(X, "X")
-        _refuse_masked(y, "y")
+        refuse_masked(X, "X")
+        refuse_masked(y, "y")
         X, y = validate_data(self, X, y, multi_output=True, dtype=np.dtype(dtype),
                              reset=first_pass)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -767,8 +768,8 @@ class BPXRegressor(RegressorMixin, _BPXBase):
         return 0.5 / self.n_outputs_
 
     def _validate_xy(self, X, y, *, first_pass, incremental, classes, dtype):
-        _refuse_masked(X, "X")
-        _refuse_masked(y, "y")
+        refuse_masked(X, "X")
+        refuse_masked(y, "y")
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
                              dtype=np.dtype(dtype), reset=first_pass)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -834,14 +835,6 @@ class _PickledNetwork:
         net.classes_, net._y_shape, net.history, net._rng = (
             self.classes, self.y_shape, self.history, self.rng)
         return net
-
-
-def _refuse_masked(x, name: str) -> None:
-    """scikit-learn's validation drops a mask; bpx's own would refuse it: refuse it here."""
-    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
-        msg = (f"{name} is a masked array with masked entries, and bpx has no notion of a "
-               f"mask: fill them (x.filled(value)) or drop those rows first")
-        raise ValueError(msg)
 
 
 def _take(data: dict, keep: np.ndarray) -> dict:

@@ -23,6 +23,24 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
         return data["X"], data["y"]
 
 
+def split_mask(y, fraction: float, rng: np.random.Generator, *, stratify: bool = True,
+               keep_one: bool = False) -> np.ndarray:
+    """A boolean mask of the held-out rows: ``round(n · fraction)`` of each class's ``n``
+    (each class shuffled by ``rng``, classes in sorted order), or of all ``m`` rows when
+    ``stratify`` is False. ``keep_one`` leaves at least one row of every class out of it."""
+    m = len(y)
+    held = np.zeros(m, dtype=bool)
+    if not stratify:
+        held[rng.permutation(m)[: round(m * fraction)]] = True
+        return held
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        rng.shuffle(idx)
+        n = round(len(idx) * fraction)
+        held[idx[: min(n, len(idx) - 1) if keep_one else n]] = True
+    return held
+
+
 def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0, *,
                      stratify: bool = True):
     """A seeded split of host arrays: ``(X_train, X_test, y_train, y_test)``.
@@ -55,19 +73,12 @@ def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0, *,
         raise ValueError(msg)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
     m = len(y)
-    test = np.zeros(m, dtype=bool)
-    if stratify:
-        if y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
-            msg = ("stratify=True splits each class of labels y, but y holds "
-                   f"{'several columns' if y.ndim != 1 else 'non-integer numbers'}: pass "
-                   "stratify=False for regression targets")
-            raise ValueError(msg)
-        for label in np.unique(y):
-            idx = np.flatnonzero(y == label)
-            rng.shuffle(idx)
-            test[idx[: round(len(idx) * test_fraction)]] = True
-    else:
-        test[rng.permutation(m)[: round(m * test_fraction)]] = True
+    if stratify and (y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y)))):
+        msg = ("stratify=True splits each class of labels y, but y holds "
+               f"{'several columns' if y.ndim != 1 else 'non-integer numbers'}: pass "
+               "stratify=False for regression targets")
+        raise ValueError(msg)
+    test = split_mask(y, test_fraction, rng, stratify=stratify)
     if test.all() or not test.any():
         hint = ("; for regression targets pass stratify=False" if stratify and
                 y.dtype.kind == "f" else "")
