@@ -43,6 +43,8 @@ def as_array(x, name: str):
         msg = f"{name} must be an array, got None"
         raise TypeError(msg)
     refuse_masked(x, name)
+    if isinstance(x, np.ndarray):
+        return to_host(x)  # ml_dtypes' bfloat16 / float8 as float32
     if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
         return x
     try:

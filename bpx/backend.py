@@ -910,18 +910,33 @@ def _is_namespace_array(xp, x) -> bool:
 
 
 def to_host(x) -> np.ndarray:
-    """Convert an array of any supported library (or a list) to a NumPy array."""
+    """Convert an array of any supported library (or a list) to a NumPy array.
+
+    Floating dtypes NumPy lacks (bfloat16, float8: torch's, and JAX's ``ml_dtypes``) come
+    back as float32, which holds each of their values exactly.
+    """
     if isinstance(x, np.ndarray):
-        return x
+        return _numpy_dtype(x)
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.is_floating_point() and (x.element_size() < 2 or str(x.dtype) == "torch.bfloat16"):
+            x = x.float()  # .numpy() refuses them
+        return x.numpy()
     if array_api_compat.is_jax_array(x):
-        return np.asarray(x)
+        return _numpy_dtype(np.asarray(x))
     if array_api_compat.is_array_api_strict_namespace(_namespace_or_none(x)):
         return np.from_dlpack(x)
     return np.asarray(x)
+
+
+def _numpy_dtype(a: np.ndarray) -> np.ndarray:
+    # ml_dtypes' floats (JAX's bfloat16, float8_*) are NumPy "void" dtypes that other
+    # libraries cannot import (torch refuses them) and NumPy's own checks do not know
+    if a.dtype.kind == "V" and a.dtype.type.__module__ == "ml_dtypes" and "float" in a.dtype.name:
+        return a.astype(np.float32)
+    return a
 
 
 def _namespace_or_none(x):

@@ -508,6 +508,41 @@ def test_torch_tensor_that_requires_grad_is_accepted(be):
     np.testing.assert_array_equal(to_host(net.predict(t)), to_host(net.predict(X)))
 
 
+def _low_precision(source: str, a: np.ndarray, name: str):
+    """``a`` rounded to a float dtype NumPy lacks (bfloat16, float8), as an array of
+    ``source``, and the same rounded values in float32 (converted by that library itself)."""
+    if source == "torch":
+        torch = pytest.importorskip("torch", reason="torch not installed")
+        t = torch.asarray(a).to(getattr(torch, name))
+        return t, t.float().numpy()
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes (JAX's dtypes) not installed")
+    low = a.astype(getattr(ml_dtypes, name))
+    if source == "jax":
+        ok, reason = probe("jax")
+        if not ok:
+            pytest.skip(f"jax unusable: {reason}")
+        return importlib.import_module("jax.numpy").asarray(low), low.astype(np.float32)
+    return low, low.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float8_e4m3fn"])
+@pytest.mark.parametrize("source", ["numpy", "torch", "jax"])
+def test_float_dtypes_numpy_lacks_are_read_as_their_exact_values(be, source, name):
+    # every bfloat16 / float8 value is a float32 value: training and prediction on them give
+    # exactly what the same values in float32 give (torch's .numpy() refuses bfloat16, and
+    # torch cannot import JAX's ml_dtypes arrays: both used to fail)
+    X = np.random.default_rng(3).standard_normal((6, 2)).astype(np.float32)
+    y = np.array([0, 1, 0, 1, 1, 0])
+    X_low, exact = _low_precision(source, X, name)
+    assert not np.array_equal(exact, X)  # the test data really lost precision
+    ref = clf(be).fit(exact, y, epochs=2, batch_size=3)
+    net = clf(be).fit(X_low, y, epochs=2, batch_size=3)
+    assert net.history["loss"] == ref.history["loss"]
+    assert_same_params(net, ref)
+    np.testing.assert_array_equal(to_host(net.predict_proba(X_low)),
+                                  to_host(ref.predict_proba(exact)))
+
+
 @pytest.mark.parametrize("source", ["torch", "jax", "array_api_strict"])
 def test_bad_values_in_another_librarys_array_are_named(be, source):
     with pytest.raises(ValueError, match=r"^X contains NaN or infinity; every value must be "):
