@@ -51,7 +51,8 @@ A JSON object (Python's flavour: a non-finite number in ``history`` is written `
 ``history``        ``{"loss": [...], ...}``: the training history, one number per epoch;
                    ``diverged_at`` holds ``[epoch, step]`` lists (tuples once loaded)
 ``rng``            ``null`` or the state of the host RNG (a PCG64 state: four integers),
-                   so that training after a load shuffles as it would have without one
+                   so that training after a load shuffles as it would have without one;
+                   ``null`` (another bit generator) loads with ``default_rng(0)``
 ``saved_from``     ``{"backend": ..., "device": ...}`` (informational)
 ``feature_names``  optional: ``null`` or the input columns' names, one per input
 ``target_names``   optional: ``null`` or the target columns' names
@@ -68,11 +69,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import itertools
 import json
 import math
 import os
 import re
-import tempfile
+import reprlib
+import secrets
+import stat
 
 import numpy as np
 
@@ -115,7 +120,7 @@ def save(net, path) -> None:
     Raises ``ValueError`` for what cannot be stored: a custom (unregistered) activation or
     loss, or class labels of a kind listed nowhere in the module docstring.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # str, bytes or os.PathLike, as open() takes
     if special_path(path) or (os.path.exists(path) and not os.path.isfile(path)
                               and not os.path.isdir(path)):
         msg = (f"cannot save to {path}: it is, or leads through links to, a device, pipe or "
@@ -276,7 +281,7 @@ def _rng_state(rng):
         return None
     state = rng.bit_generator.state
     if state.get("bit_generator") not in _RNGS:
-        return None  # other generators' states hold arrays; a load draws a fresh RNG
+        return None  # other generators' states hold arrays; a load starts from seed 0
     return state
 
 
@@ -306,35 +311,60 @@ def special_path(path) -> bool:
 
 
 def _atomic_write(path: str, chunks) -> None:
+    """Replace the file at ``path`` with ``chunks`` (bytes-like), all or nothing.
+
+    The bytes go to a temporary file beside it, which is synced and renamed over ``path``.
+    The result has the mode a plain ``open(path, "wb")`` would leave: an existing file's,
+    else 0o666 less the umask (which the kernel applies itself: reading the umask would
+    mean setting it, process-wide, under other threads' feet). A file that exists but is
+    not writable is refused as a plain open refuses it, although the rename could replace it.
+    """
     # through a symbolic link, the file it names is replaced, not the link (a link to
     # /proc/self/fd/1, such as /dev/stdout, would otherwise be swapped for a plain file)
     path = os.path.realpath(path)
-    directory = os.path.dirname(path)
-    tmp = tempfile.NamedTemporaryFile(mode="wb", dir=directory, delete=False,
-                                      prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    directory, name = os.path.split(path)
     try:
-        with tmp as f:
+        old_mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        old_mode = None
+    if old_mode is not None and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, "Permission denied: the file is write-protected",
+                              path)
+    fd, tmp = _temporary_file(directory, name, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp.name, _file_mode(path))
-        os.replace(tmp.name, path)
+        if old_mode is not None:
+            os.chmod(tmp, old_mode)
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
+            os.unlink(tmp)
         raise
     _sync_directory(directory)
 
 
-def _file_mode(path: str) -> int:
-    """The mode a plain ``open(path, "wb")`` would give: the old file's, else 0o666 − umask."""
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        return 0o666 & ~umask
+def _temporary_file(directory: str, name: str, path: str) -> tuple[int, str]:
+    """A new file in ``directory`` for :func:`_atomic_write`: (descriptor, its path)."""
+    # the temporary name must stay within NAME_MAX (255 bytes) whatever ``name``'s length
+    stem = name if len(os.fsencode(name)) <= 128 else "bpx-" + hashlib.sha256(
+        os.fsencode(name)).hexdigest()[:16]
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{stem}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                           0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            # it is the folder that refused: say so rather than blame the file at ``path``
+            raise type(exc)(exc.errno, f"{exc.strerror}: cannot create a temporary file in "
+                            f"{directory or '.'}, which an atomic write of {name} needs", path
+                            ) from None
+    raise FileExistsError(errno.EEXIST, f"no unused temporary name in {directory}", path)
 
 
 def _sync_directory(directory: str) -> None:
@@ -380,12 +410,14 @@ def load(path, backend=None, *, device=None, on_unavailable=None):
     path = os.fspath(path)
     be = resolve(backend, device=device, on_unavailable=on_unavailable)
     config, tensors = _read(path)
+    net = Network.__new__(Network)  # no initial weights drawn: the file's replace them
     try:
-        net = Network(config["layers"], activation=config["activations"],
-                      output=config["output"], loss=config["loss"], backend=be,
-                      dtype=config["dtype"], seed=0, init=config["init"])
+        net._configure(config["layers"], config["activations"], config["output"],
+                       config["loss"], backend=be, device=None, dtype=config["dtype"],
+                       init=config["init"], on_unavailable=None)
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: this bpx cannot rebuild the saved network: {exc}") from exc
+    net._rng = np.random.default_rng(0)  # replaced by the saved state, when there is one
     if net.loss.name != config["loss"] or net.output.name != config["output"]:
         msg = (f"{path}: the saved loss/output {config['loss']!r}/{config['output']!r} "
                f"rebuilt as {net.loss.name!r}/{net.output.name!r}")
@@ -408,40 +440,67 @@ def load(path, backend=None, *, device=None, on_unavailable=None):
 
 
 def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """Parse and check the file; return the configuration and the host tensors."""
+    """Parse and check the file; return the configuration and the host tensors.
+
+    A regular file's size is known before reading; a pipe's (``<(gunzip -c m.gz)``) is not,
+    so there the header's own sizes say how much to read, and the end is checked after.
+    """
     def fail(what: str):
         return ModelFileError(f"{path}: {what}")
 
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+        size = os.fstat(f.fileno()).st_size if regular else None
         head = f.read(8)
-        if size < 8 or len(head) < 8:
-            msg = (f"file is too short ({size} bytes) to be a bpx model: a safetensors file "
+        if len(head) < 8:
+            got = f"{size} bytes" if regular else f"{len(head)} bytes before its end"
+            msg = (f"file is too short ({got}) to be a bpx model: a safetensors file "
                    "starts with an 8-byte header length")
             raise fail(msg + _sniff(head))
         n = int.from_bytes(head, "little")
         if n > MAX_HEADER_BYTES:
             raise fail(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit: "
                        f"not a safetensors file{_sniff(head)}")
-        if 8 + n > size:
+        if regular and 8 + n > size:
             raise fail(f"truncated: the header length says {n} bytes, but only {size - 8} "
                        f"follow it{_sniff(head)}")
         raw = f.read(n)
+        if len(raw) < n:
+            raise fail(f"truncated: the header length says {n} bytes, but only {len(raw)} "
+                       f"follow it{_sniff(head)}")
         header = _parse_json(raw, "the header", fail, head)
         if not isinstance(header, dict):
             raise fail(f"the header is JSON but not an object (got {type(header).__name__})")
         config = _parse_config(header, fail)
-        data_len = size - 8 - n
+        data_len = size - 8 - n if regular else _data_bytes(config)
         layout = _check_entries(header, config, data_len, fail)
-        data = f.read(data_len)
-    if len(data) != data_len:
-        raise fail(f"truncated while reading: expected {data_len} data bytes, got {len(data)}")
+        # one buffer that the arrays below view, rather than bytes plus a copy of each tensor
+        if regular:
+            data = bytearray(data_len)
+            got = f.readinto(data) if data_len else 0
+        else:  # grown as bytes arrive: a crafted header may claim any size
+            data = bytearray()
+            while len(data) < data_len and (chunk := f.read(min(data_len - len(data), 1 << 24))):
+                data += chunk
+            got = len(data)
+        if got != data_len:
+            raise fail(f"truncated while reading: expected {data_len} data bytes, got {got}")
+        if not regular and f.read(1):
+            raise fail(f"trailing bytes after the last tensor (the tensors end at {data_len})")
     tensors = {}
     for name, (dtype, shape, begin, end) in layout.items():
         a = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize,
-                          offset=begin)
-        tensors[name] = a.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+                          offset=begin).reshape(shape)
+        if not dtype.isnative:  # a big-endian host: a native copy
+            a = a.astype(dtype.newbyteorder("="))
+        tensors[name] = a
     return config, tensors
+
+
+def _data_bytes(config: dict) -> int:
+    """The size of the data section that a (checked) configuration's layers need."""
+    layers, itemsize = config["layers"], _DTYPES[_DTYPE_CODE[config["dtype"]]].itemsize
+    return itemsize * sum(o * i + o for i, o in itertools.pairwise(layers))
 
 
 def _sniff(head: bytes) -> str:
@@ -485,16 +544,16 @@ def _parse_config(header: dict, fail) -> dict:
                    f"{METADATA_KEY!r} entry in its __metadata__)")
     for k, v in meta.items():
         if not isinstance(v, str):
-            raise fail(f"__metadata__[{k!r}] must be a string, got {type(v).__name__}")
+            raise fail(f"__metadata__[{_brief(k)}] must be a string, got {type(v).__name__}")
     config = _parse_json(meta[METADATA_KEY], "the bpx configuration", fail)
     if not isinstance(config, dict):
         raise fail("the bpx configuration is not a JSON object")
     if config.get("format") != FORMAT_NAME:
-        raise fail(f"not a bpx model: its configuration's format is {config.get('format')!r}, "
-                   f"expected {FORMAT_NAME!r}")
+        raise fail(f"not a bpx model: its configuration's format is "
+                   f"{_brief(config.get('format'))}, expected {FORMAT_NAME!r}")
     version = config.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise fail(f"unknown format_version {version!r}; this bpx reads format versions "
+        raise fail(f"unknown format_version {_brief(version)}; this bpx reads format versions "
                    f"≤ {FORMAT_VERSION}")
     if version > FORMAT_VERSION:
         raise fail(f"format_version {version} was written by a newer bpx "
@@ -512,21 +571,24 @@ def _check_config(c: dict, fail) -> None:
     if (not isinstance(layers, list) or len(layers) < 2
             or not all(type(n) is int and n >= 1 for n in layers)):
         raise fail(f"config 'layers' must be a list of at least two positive integers, "
-                   f"got {layers!r}")
+                   f"got {_brief(layers)}")
     acts = c["activations"]
     if (not isinstance(acts, list) or len(acts) != len(layers) - 2
             or not all(isinstance(a, str) for a in acts)):
         raise fail(f"config 'activations' must list {len(layers) - 2} name(s), one per hidden "
-                   f"layer of {layers}, got {acts!r}")
+                   f"layer of {_brief(layers)}, got {_brief(acts)}")
     for key in ("output", "loss"):
         if not isinstance(c[key], str):
-            raise fail(f"config {key!r} must be a name, got {c[key]!r}")
-    if c["dtype"] not in _DTYPE_CODE:
-        raise fail(f"config 'dtype' must be 'float32' or 'float64', got {c['dtype']!r}")
+            raise fail(f"config {key!r} must be a name, got {_brief(c[key])}")
+    if not isinstance(c["dtype"], str) or c["dtype"] not in _DTYPE_CODE:
+        raise fail(f"config 'dtype' must be 'float32' or 'float64', got {_brief(c['dtype'])}")
     if c["init"] is not None and not isinstance(c["init"], str):
-        raise fail(f"config 'init' must be a name or null, got {c['init']!r}")
+        raise fail(f"config 'init' must be a name or null, got {_brief(c['init'])}")
     if c["y_shape"] not in (None, "1d", "2d"):
-        raise fail(f"config 'y_shape' must be null, '1d' or '2d', got {c['y_shape']!r}")
+        raise fail(f"config 'y_shape' must be null, '1d' or '2d', got {_brief(c['y_shape'])}")
+    if c["y_shape"] == "1d" and layers[-1] != 1:
+        raise fail(f"config 'y_shape' is '1d' (one target per sample), but the output layer "
+                   f"has {layers[-1]} units")
     hist = c["history"]
     def entry_ok(x) -> bool:  # a number, or a list of numbers (a tuple when saved)
         return isinstance(x, (int, float)) or (
@@ -542,14 +604,27 @@ def _check_config(c: dict, fail) -> None:
                                   or not all(isinstance(x, str) for x in names)
                                   or (n is not None and len(names) != n)):
             want = f"{n} " if n is not None else ""
-            raise fail(f"config {key!r} must be null or a list of {want}strings, got {names!r}")
+            raise fail(f"config {key!r} must be null or a list of {want}strings, got "
+                       f"{_brief(names)}")
     classes = c["classes"]
     if classes is not None and (not isinstance(classes, dict)
                                 or set(classes) != {"dtype", "values"}
                                 or not isinstance(classes["dtype"], str)
                                 or not isinstance(classes["values"], list)):
         raise fail(f"config 'classes' must be null or {{'dtype': str, 'values': list}}, "
-                   f"got {classes!r}")
+                   f"got {_brief(classes)}")
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlist = _BRIEF.maxdict = _BRIEF.maxtuple = 8
+_BRIEF.maxstring = _BRIEF.maxother = 80
+_BRIEF.maxlevel = 3
+
+
+def _brief(x) -> str:
+    """``repr(x)`` cut short (long lists end in "..."): messages quote a crafted file's
+    values, which may be megabytes long."""
+    return _BRIEF.repr(x)
 
 
 def _check_entries(header: dict, config: dict, data_len: int, fail) -> dict:
@@ -559,36 +634,47 @@ def _check_entries(header: dict, config: dict, data_len: int, fail) -> dict:
     """
     layers = config["layers"]
     L = len(layers) - 1
+    names = {k for k in header if k != "__metadata__"}
+
+    def known(k: str) -> bool:  # weights.i or biases.i for a layer i < L
+        kind, _, i = k.partition(".")
+        return (kind in ("weights", "biases") and i.isascii() and i.isdigit()
+                and str(int(i)) == i and int(i) < L)
+
+    unexpected = sorted(k for k in names if not known(k))
+    if unexpected:
+        raise fail(f"unexpected tensor(s) {_brief(unexpected)} for layers {_brief(layers)}")
+    if len(names) != 2 * L:  # the first few only: a crafted file may list millions of layers
+        missing = itertools.islice((k for i in range(L) for k in (f"weights.{i}",
+                                                                  f"biases.{i}")
+                                    if k not in names), 9)
+        raise fail(f"missing {2 * L - len(names)} tensor(s) {_brief(list(missing))} for layers "
+                   f"{_brief(layers)}")
     expected = {f"weights.{i}": (layers[i + 1], layers[i]) for i in range(L)}
     expected |= {f"biases.{i}": (layers[i + 1],) for i in range(L)}
-    names = {k for k in header if k != "__metadata__"}
-    if names - expected.keys():
-        raise fail(f"unexpected tensor(s) {sorted(names - expected.keys())} for layers "
-                   f"{layers}")
-    if expected.keys() - names:
-        raise fail(f"missing tensor(s) {sorted(expected.keys() - names)} for layers {layers}")
     want_code = _DTYPE_CODE[config["dtype"]]
     layout = {}
     for name in expected:  # weights.0 … then biases.0 …: the first bad one is reported
         e = header[name]
         if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
             raise fail(f"tensor {name!r}: entry must have exactly dtype, shape and "
-                       f"data_offsets, got {e!r}")
+                       f"data_offsets, got {_brief(e)}")
         code, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
-        if code not in _DTYPES:
-            raise fail(f"tensor {name!r} has dtype {code!r}; bpx models hold F32 or F64")
+        if not isinstance(code, str) or code not in _DTYPES:
+            raise fail(f"tensor {name!r} has dtype {_brief(code)}; bpx models hold F32 or "
+                       f"F64")
         if code != want_code:
             raise fail(f"tensor {name!r} has dtype {code}, but the configuration's dtype is "
                        f"{config['dtype']} ({want_code})")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise fail(f"tensor {name!r} has an invalid shape {shape!r}")
+            raise fail(f"tensor {name!r} has an invalid shape {_brief(shape)}")
         if tuple(shape) != expected[name]:
-            raise fail(f"tensor {name!r} has shape {tuple(shape)}, but layers {layers} need "
-                       f"{expected[name]}")
+            raise fail(f"tensor {name!r} has shape {tuple(shape)}, but layers "
+                       f"{_brief(layers)} need {expected[name]}")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(type(o) is int and o >= 0 for o in offsets)
                 or offsets[0] > offsets[1]):
-            raise fail(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+            raise fail(f"tensor {name!r} has invalid data_offsets {_brief(offsets)}")
         begin, end = offsets
         dtype = _DTYPES[code]
         nbytes = math.prod(shape) * dtype.itemsize
@@ -618,19 +704,19 @@ def _decode_classes(path: str, spec: dict) -> np.ndarray:
 
     code, values = spec["dtype"], spec["values"]
     if not _LABEL_DTYPE.fullmatch(code):
-        raise fail(f"unsupported dtype {code!r}")
+        raise fail(f"unsupported dtype {_brief(code)}")
     try:
         dtype = np.dtype(code)
     except (TypeError, ValueError) as exc:
-        raise fail(f"unsupported dtype {code!r} ({exc})") from None
+        raise fail(f"unsupported dtype {_brief(code)} ({exc})") from None
     kind = dtype.kind
     if kind == "f" and dtype.itemsize > 8:
-        raise fail(f"unsupported dtype {code!r} (floats wider than 64 bits)")
+        raise fail(f"unsupported dtype {_brief(code)} (floats wider than 64 bits)")
     types = {"b": (bool,), "i": (int,), "u": (int,), "f": (float,), "U": (str,),
              "S": (str,), "M": (int,), "m": (int,), "O": (str, bool, int, float)}[kind]
     for x in values:
         if not isinstance(x, types) or (bool not in types and isinstance(x, bool)):
-            raise fail(f"value {x!r} does not fit dtype {code!r}")
+            raise fail(f"value {_brief(x)} does not fit dtype {_brief(code)}")
     try:
         if kind == "S":
             arr = np.array([bytes.fromhex(x) for x in values], dtype=dtype)
@@ -642,24 +728,25 @@ def _decode_classes(path: str, spec: dict) -> np.ndarray:
         else:
             arr = np.array(values, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise fail(f"values do not fit dtype {code!r} ({exc})") from None
+        raise fail(f"values do not fit dtype {_brief(code)} ({exc})") from None
     arr = arr.reshape(len(values))
     if arr.dtype != dtype or json.dumps(_label_values(arr)) != json.dumps(values):
-        raise fail(f"values do not round-trip through dtype {code!r} (out of range, too "
+        raise fail(f"values do not round-trip through dtype {_brief(code)} (out of range, too "
                    "long or not exactly representable)")
     return arr
 
 
 def _check_classes(path: str, net) -> None:
-    n_out = net.layers[-1]
+    """The checks of the ``classes_`` setter (a classifier's, one label per output unit, all
+    distinct), naming the file: ``load`` stores the decoded labels without them."""
     if net.classes_ is None:
         return
     if not net.is_classifier:
         raise ModelFileError(f"{path}: a regressor (loss {net.loss.name!r}) with class labels")
-    want = 2 if n_out == 1 else n_out
-    if net.classes_.size != want:
-        raise ModelFileError(f"{path}: {net.classes_.size} class labels for an output layer of "
-                             f"{n_out} unit(s), which fits exactly {want}")
+    try:
+        net.classes_ = net.classes_
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: config 'classes': {exc}") from None
 
 
 def _decode_rng(path: str, state) -> np.random.Generator:

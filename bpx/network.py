@@ -73,6 +73,20 @@ class Network:
                  loss: str = "cross_entropy", *, backend=None, device=None,
                  dtype: str = "float32", seed=None, init: str | None = None,
                  on_unavailable: str | None = None):
+        self._configure(layers, activation, output, loss, backend=backend, device=device,
+                        dtype=dtype, init=init, on_unavailable=on_unavailable)
+        self._rng = _rng_from(seed)
+        kinds = [init or initializers.default_for(a.name)
+                 for a in (*self.activations, self.output)]
+        W = [initializers.draw(self._rng, k, n_o, n_i)
+             for k, n_i, n_o in zip(kinds, self.layers[:-1], self.layers[1:])]
+        self._set_params(W, [np.zeros(n) for n in self.layers[1:]])
+
+    def _configure(self, layers, activation, output, loss, *, backend, device, dtype, init,
+                   on_unavailable) -> None:
+        """Everything ``__init__`` sets except the RNG and the parameters (``bpx.load`` gives
+        those from the file: drawing initial weights only to discard them would double a
+        large model's memory while it loads)."""
         self.layers = _check_layers(layers)
         L = len(self.layers) - 1
         n_out = self.layers[-1]
@@ -105,13 +119,7 @@ class Network:
         _check_pair(self.loss, self.output, n_out)
 
         self._backend = resolve(backend, device=device, on_unavailable=on_unavailable)
-        self._rng = _rng_from(seed)
-        kinds = [init or initializers.default_for(a.name)
-                 for a in (*self.activations, self.output)]
-        W = [initializers.draw(self._rng, k, n_o, n_i)
-             for k, n_i, n_o in zip(kinds, self.layers[:-1], self.layers[1:])]
-        self.init = init
-        self._set_params(W, [np.zeros(n) for n in self.layers[1:]])
+        self.init = initializers.check(init)
         self.history: dict[str, list] = {}
         self.classes_ = None
         self.stop_training = False

@@ -3,10 +3,12 @@ refusal of damaged, foreign, newer or malicious files."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pickle
+import re
 import sys
 import tempfile
 
@@ -419,8 +421,8 @@ def test_failed_save_leaves_old_file_intact_and_no_temp_file(saved, monkeypatch,
     if failure.startswith("write"):
         exc = OSError("simulated failure") if failure == "write_oserror" else KeyboardInterrupt()
         expected_exc = type(exc)
-        real = tempfile.NamedTemporaryFile
-        monkeypatch.setattr(io.tempfile, "NamedTemporaryFile",
+        real = os.fdopen  # how _atomic_write opens its temporary file
+        monkeypatch.setattr(io.os, "fdopen",
                             lambda *a, **k: _FailingWrites(real(*a, **k), exc, fail_at=3))
     elif failure == "fsync":
         monkeypatch.setattr(io.os, "fsync", _boom)
@@ -434,6 +436,66 @@ def test_failed_save_leaves_old_file_intact_and_no_temp_file(saved, monkeypatch,
     io.save(net, path)  # and without the failure the same call replaces it
     assert path.read_bytes() != before and os.listdir(path.parent) == [path.name]
     _assert_same_params(net, io.load(path, backend="numpy"))
+
+
+def test_save_never_sets_the_process_umask(tmp_path, monkeypatch):
+    # reading the umask means setting it, process-wide, under other threads' feet: a new
+    # file's mode must come from the kernel applying it, as for a plain open
+    net = bpx.Network([3, 4, 2], backend="numpy", seed=0)
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(io.os, "umask", lambda *a: pytest.fail("save called os.umask"))
+        io.save(net, tmp_path / "m.safetensors")
+        monkeypatch.undo()
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.safetensors").st_mode & 0o777 == 0o640
+
+
+def test_save_refuses_a_write_protected_file(saved, monkeypatch):
+    # a plain open(path, "wb") refuses a file without write permission, and so does save,
+    # although its rename (which needs only the folder's permission) could replace it.
+    # Root may write any file: os.access says so, and then save writes as open would.
+    net, path = saved
+    before = path.read_bytes()
+    os.chmod(path, 0o444)
+    if os.access(path, os.W_OK):  # root: stand in for an unprivileged user's view
+        real = os.access
+        monkeypatch.setattr(io.os, "access",
+                            lambda p, mode, **k: False if str(p) == str(path) else real(p, mode))
+    with pytest.raises(PermissionError, match="write-protected") as info:
+        io.save(net, path)
+    assert info.value.filename == str(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and os.listdir(path.parent) == [path.name]
+
+
+def test_save_to_a_long_name_and_to_a_bytes_path(tmp_path):
+    # the temporary file's name stays short whatever the target's (NAME_MAX is 255 bytes),
+    # and a bytes path works as it does for open() and load
+    net = bpx.Network([3, 4, 2], backend="numpy", seed=0)
+    long = tmp_path / ("m" * 240 + ".safetensors")
+    io.save(net, long)
+    _assert_same_params(net, io.load(long, backend="numpy"))
+    io.save(net, os.fsencode(tmp_path / "b.safetensors"))
+    _assert_same_params(net, io.load(tmp_path / "b.safetensors", backend="numpy"))
+    assert sorted(os.listdir(tmp_path)) == sorted([long.name, "b.safetensors"])
+
+
+def test_a_folder_that_refuses_the_temporary_file_is_named(saved, monkeypatch):
+    net, path = saved
+    real = os.open
+
+    def refuse_temporaries(p, flags, *args, **kwargs):
+        if os.path.basename(p).endswith(".tmp"):
+            raise PermissionError(13, "Permission denied", p)
+        return real(p, flags, *args, **kwargs)
+
+    monkeypatch.setattr(io.os, "open", refuse_temporaries)
+    with pytest.raises(PermissionError, match=f"cannot create a temporary file in "
+                                              f"{re.escape(str(path.parent))}") as info:
+        io.save(net, path)
+    assert info.value.filename == str(path)
 
 
 def test_save_keeps_the_old_files_permissions(saved):
@@ -517,8 +579,10 @@ def _delete(key):
     (_set("activations", ["relu", "relu"]), "'activations' must list 1 name"),
     (_set("activations", ["swish"]), "cannot rebuild the saved network.*swish"),
     (_set("dtype", "float16"), "'dtype' must be 'float32' or 'float64'"),
+    (_set("dtype", ["float32"]), r"'dtype' must be 'float32' or 'float64', got \['float32'\]"),
     (_set("dtype", "float64"), "has dtype F32, but the configuration's dtype is float64"),
     (_set("y_shape", "3d"), "'y_shape' must be null"),
+    (_set("y_shape", "1d"), "'y_shape' is '1d' .*but the output layer has 3 units"),
     (_set("history", {"loss": ["x"]}), "'history' must map names to lists of numbers"),
     (_set("classes", ["a", "b"]), "'classes' must be null or"),
     (_set("classes", {"dtype": "<U1", "values": ["cat", "dog", "emu"]}),
@@ -527,7 +591,10 @@ def _delete(key):
     (_set("classes", {"dtype": "[('a', '<i4')]", "values": [1, 2, 3]}), "unsupported dtype"),
     (_set("classes", {"dtype": "<i8", "values": [1, 2, 3.5]}), "value 3.5 does not fit"),
     (_set("classes", {"dtype": "|u1", "values": [1, 2, 300]}), "values do not fit dtype"),
-    (_set("classes", {"dtype": "<i8", "values": [1, 2]}), "2 class labels for an output layer"),
+    (_set("classes", {"dtype": "<i8", "values": [1, 2]}),
+     "config 'classes': classes_ must hold 3 labels, one per output unit"),
+    (_set("classes", {"dtype": "<i8", "values": [1, 1, 2]}),
+     "config 'classes': classes_ must hold distinct labels"),
     (_set("loss", "mse"), "a regressor .*with class labels"),
     (_set("rng", {"bit_generator": "MT19937"}), "unsupported generator 'MT19937'"),
     (_set("feature_names", ["a"]), r"'feature_names' must be null or a list of \d+ strings"),
@@ -621,6 +688,8 @@ def _metadata_not_string(h, data):
                            r"need \(5, 3\)"),
     (_tamper(_dtype("F16")), "has dtype 'F16'; bpx models hold F32 or F64"),
     (_tamper(_dtype("BF16")), "has dtype 'BF16'; bpx models hold F32 or F64"),
+    (_tamper(_dtype(["F32"])), r"has dtype \['F32'\]; bpx models hold F32 or F64"),
+    (_tamper(_dtype({"F32": 1})), r"has dtype \{'F32': 1\}; bpx models hold F32 or F64"),
     (_tamper(_dtype("F64")), "has dtype F64, but the configuration's dtype is float32"),
     (_tamper(_overlap), "not contiguous: 'biases.0' begins at 56, expected 60 .*overlaps"),
     (_tamper(_gap), "not contiguous: 'weights.0' begins at 4, expected 0 .*gap"),
@@ -628,7 +697,7 @@ def _metadata_not_string(h, data):
     (_tamper(_offsets([0, 8])), r"data_offsets \[0, 8\] span 8 bytes, but shape"),
     (_tamper(_offsets("x")), "invalid data_offsets"),
     (_tamper(_extra), r"unexpected tensor\(s\) \['weights.9'\]"),
-    (_tamper(_missing), r"missing tensor\(s\) \['biases.1'\]"),
+    (_tamper(_missing), r"missing 1 tensor\(s\) \['biases.1'\]"),
     (_tamper(_no_metadata), "not a bpx model: a safetensors file without bpx metadata"),
     (_tamper(_foreign_metadata), "not a bpx model: a safetensors file without bpx metadata"),
     (_tamper(_metadata_not_string), r"__metadata__\['other'\] must be a string"),
@@ -639,6 +708,80 @@ def test_tampered_tensors(saved, tamper, match):
     tamper(path)
     with pytest.raises(ModelFileError, match=match):
         io.load(path, backend="numpy")
+
+
+def test_a_crafted_file_listing_millions_of_layers_gets_a_short_message(saved):
+    # a 2.4 MB header: the message names the first few missing tensors and a count, and
+    # building it takes neither the time nor the memory of naming all 400,000
+    _, path = saved
+    def edit(config):
+        config["layers"] = [1] * 200_001
+        config["activations"] = ["relu"] * 199_999
+        config["classes"] = None
+
+    _edit_config(path, edit)
+    with pytest.raises(ModelFileError, match=r"missing 399996 tensor\(s\) \['weights.2', "
+                                             r"'biases.2', .*'biases.5', \.\.\.\] for layers "
+                                             r"\[1, 1, 1, 1, 1, 1, 1, 1, \.\.\.\]") as info:
+        io.load(path, backend="numpy")
+    assert len(str(info.value)) < 400
+
+
+def test_load_draws_no_initial_weights_and_keeps_memory_near_the_file_size(tmp_path,
+                                                                           monkeypatch):
+    import tracemalloc
+
+    net = bpx.Network([300, 400, 300, 10], backend="numpy", seed=0)  # 1.7 MB of float32
+    path = tmp_path / "m.safetensors"
+    io.save(net, path)
+    size = path.stat().st_size
+
+    def no_draw(*args, **kwargs):
+        raise AssertionError("load drew initial weights only to replace them")
+
+    monkeypatch.setattr(bpx.initializers, "draw", no_draw)
+    tracemalloc.start()
+    try:
+        loaded = io.load(path, backend="numpy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the data once, plus small change (it was 4.6x: float64 weights drawn, bytes, copies)
+    assert peak < 1.5 * size, (peak, size)
+    _assert_same_params(net, loaded)
+    monkeypatch.undo()
+    loaded.fit(X[:, :1].repeat(300, axis=1), np.arange(24) % 10, epochs=1)  # trains on
+    assert all(w.flags.writeable for w in loaded.weights)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+@pytest.mark.parametrize("extra", [0, -3, 5])
+def test_load_from_a_pipe(saved, tmp_path, extra):
+    # ``bpx predict <(gunzip -c m.gz) x.csv``: a pipe has no size, so the header's own
+    # sizes say how much to read; a short or long stream is named as for a file
+    import threading
+
+    net, path = saved
+    raw = path.read_bytes()
+    raw = raw[:extra] if extra < 0 else raw + b"\0" * extra
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def feed():  # the whole file fits in the pipe's buffer: this never waits for the reader
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as f:
+            f.write(raw)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        if extra == 0:
+            _assert_same_params(net, io.load(fifo, backend="numpy"))
+        else:
+            match = "truncated while reading" if extra < 0 else "trailing bytes"
+            with pytest.raises(ModelFileError, match=match):
+                io.load(fifo, backend="numpy")
+    finally:
+        writer.join()
 
 
 def test_plain_safetensors_file_is_not_a_bpx_model(tmp_path):
