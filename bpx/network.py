@@ -369,8 +369,11 @@ class Network:
         validation_split : float in [0, 1), hold out this fraction of (X, y) as validation
             data (stratified for classifiers, drawn from the network's seeded RNG)
         sample_weight : array-like, shape (m,), non-negative; the cost becomes
-            ``Σ w_i L_i / Σ w_i`` (only the ratios matter: bpx rescales them to mean 1). A
-            mini-batch whose weights are all 0 is skipped: no optimizer step.
+            ``Σ w_i L_i / Σ w_i`` (only the ratios matter: bpx rescales them to mean 1 over
+            the data set). A step's gradient is ``Σ_batch w_i ∇L_i / m_batch``, which over
+            an epoch averages to that cost's gradient at any batch size (``batch_size=1``
+            included); a batch holding heavy samples takes a larger step. A mini-batch
+            whose weights are all 0 is skipped: no optimizer step.
         class_weight : dict {label: weight} or "balanced"; multiplies ``sample_weight``
         dropout : float or list of floats in [0, 1), per hidden layer (inverted dropout,
             masks drawn from the seeded host RNG: reproducible on every backend)
@@ -435,8 +438,8 @@ class Network:
             raise
         cfg = training.FitConfig(
             epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=shuffle,
-            validation=val, verbose=verbose, fused=fused, sample_weight=sw, dropout=dropout,
-            clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
+            validation=val, verbose=verbose, fused=fused, sample_weight=sw, weights_per="data",
+            dropout=dropout, clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
             on_divergence=on_divergence)
         self.optimizer_ = opt
         with self._memory_hint("fit", batch_size, Xd.shape[0]):

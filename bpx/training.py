@@ -44,6 +44,9 @@ class FitConfig:
     verbose: bool = False
     fused: bool = True
     sample_weight: np.ndarray | None = None  # host, shape (m,), float64
+    #: how a step's gradient weighs its samples (:func:`_step_weights`): "data" (Network.fit)
+    #: or "batch" (scikit-learn's MLP, which the wrappers follow)
+    weights_per: str = "batch"
     dropout: list[float] | None = None  # one rate per hidden layer
     clip_norm: float | None = None
     lr_schedule: object = None
@@ -152,6 +155,9 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
     acts = [*net.activations, net.output]
     decay_mask = [True, False] * len(net.weights)  # weight decay on W, not on b
     sw = cfg.sample_weight
+    if sw is not None:  # by the max, then to mean 1 (float64): any scale stays finite
+        sw = sw / np.max(sw)
+        sw = sw / np.mean(sw)
     if cfg.shuffle:
         perm_host = net._rng.permutation(m)
         perm = be.asarray(perm_host, dtype=xp.int64)
@@ -168,6 +174,8 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
 
         def rows(i, j):
             return X[i:j, ...], Y[i:j, ...]
+    if sw_e is not None:
+        sw_e, w_sums = _step_weights(sw_e, b, cfg.weights_per)
     sw_dev = be.asarray(sw_e, dtype=be.dtype(net.dtype)) if sw_e is not None else None
 
     dW_spent = [None]
@@ -190,11 +198,10 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
         else:
             w = sw_dev[i:j]
             c = backprop.cost(net.loss, net.output, a[-1], z_L, y, xp, weights=w, ops=ops)
-            w_sum = float(np.sum(sw_e[i:j]))  # host sum: no device sync
-            if w_sum == 0.0:  # every sample of the batch weighs 0: nothing to learn, no step
+            if w_sums[i // b] == 0.0:  # every sample of the batch weighs 0: no step
                 return c
             delta_L = delta_L * xp.reshape(w, (-1, 1))
-            scale = opt.prescale / w_sum
+            scale = opt.prescale / mb  # Σ_i w_i ∇L_i / m_b (the weights were rescaled)
         if fused_sgd:  # (2)-(4) in one pass: each W[l] updated by its own product
             W, B = backprop.backward(W, acts, a, delta_L, ops, scale=scale, masks=masks,
                                      descend=B)
@@ -229,12 +236,40 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
         done += 1
         if bar is not None:
             bar.update(1)
-    weight_sum = float(m) if sw is None else float(np.sum(sw))
+    weight_sum = float(m) if sw is None else float(np.sum(sw_e))
     if runner is not None:
         costs = runner.costs(done)
     else:
         costs = xp.stack(step_costs) if step_costs else xp.zeros((0,), dtype=be.dtype(net.dtype))
     return xp.sum(costs), weight_sum, costs, done
+
+
+def _step_weights(w: np.ndarray, b: int, per: str) -> tuple[np.ndarray, np.ndarray]:
+    """The epoch's per-sample weights as the steps use them, and each step's sum (host).
+
+    ``w`` (shape (m,), in the epoch's order, mean 1) weighs both a step's cost and its
+    gradient ``Σ_i w_i ∇L_i / m_b`` over the batch's ``m_b`` samples:
+
+    - ``per="data"`` (``Network.fit``) keeps them as they are. Over the epoch's batches the
+      step's gradient then averages to the gradient of the documented cost
+      ``Σ w L / Σ w`` whatever the batch size: no bias, and a sample of weight 3 counts 3
+      times even at ``batch_size=1``. A batch holding heavy samples takes a larger step.
+    - ``per="batch"`` rescales them to mean 1 within each batch: each step's gradient is
+      its batch's weighted mean (scikit-learn's MLP, PyTorch's weighted losses). Weights
+      then act only against the other samples of the same batch; at ``batch_size=1`` they
+      do nothing. The epoch's loss becomes scikit-learn's ``loss_``: the mean over batches
+      of each batch's weighted mean, weighted by the batch's size.
+
+    A batch whose weights are all 0 has sum 0, and the step skips it.
+    """
+    starts = np.arange(0, w.shape[0], b)
+    sums = np.add.reduceat(w, starts)
+    if per == "batch":
+        sizes = np.diff(np.append(starts, w.shape[0]))
+        each = np.repeat(sums, sizes)
+        with np.errstate(divide="ignore", invalid="ignore"):  # the all-zero batches
+            w = np.where(each > 0, w / each, 0.0) * np.repeat(sizes, sizes)
+    return w, sums
 
 
 class _BatchGather:

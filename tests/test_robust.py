@@ -781,20 +781,53 @@ def test_class_weight_zeroing_every_sample_is_refused():
 
 
 def test_a_batch_whose_sample_weights_are_all_zero_is_skipped(be):
-    """No division by the batch's zero weight sum: the batch is skipped, and training equals
-    training without those samples."""
+    """No division by the batch's zero weight sum: the batch is skipped (momentum untouched),
+    and training equals training without those samples, at 1.5 times the rate: the other
+    16 samples' weights are 1.5 after rescaling to mean 1 over all 24, and each step's
+    gradient is Σ w ∇L / (batch size), which over an epoch averages to ∇(Σ w L / Σ w)."""
     r = np.random.default_rng(0)
     X, y = r.standard_normal((24, 4)), r.integers(0, 3, 24)
     w = np.ones(24)
     w[:8] = 0.0  # the whole first batch (no shuffling)
-    kw = dict(epochs=2, batch_size=8, shuffle=False, lr=0.1, optimizer="momentum")
+    kw = dict(epochs=2, batch_size=8, shuffle=False, optimizer="momentum")
     weighted = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float64")
-    weighted.fit(X, y, sample_weight=w, **kw)
+    weighted.fit(X, y, sample_weight=w, lr=0.1, **kw)
     without = bpx.Network([4, 6, 3], backend=be, seed=0, dtype="float64")
-    without.fit(X[8:], y[8:], **kw)
+    without.fit(X[8:], y[8:], lr=0.15, **kw)
     for p, q in zip(host_params(weighted), host_params(without), strict=True):
         np.testing.assert_allclose(p, q, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(weighted.history["loss"], without.history["loss"], rtol=1e-10)
+
+
+def test_sample_weights_act_at_batch_size_one(be):
+    # each step's gradient is Σ w ∇L / (batch size), the weights rescaled to mean 1: at
+    # batch_size=1 a step is plain SGD at rate lr·ŵ_i. (Weighted means per batch, as
+    # scikit-learn's MLP takes them, cancel the weights there: they did nothing.)
+    r = np.random.default_rng(4)
+    X, y = r.standard_normal((6, 3)), r.standard_normal(6)
+    w = np.array([1.0, 2.0, 3.0, 0.5, 1.0, 2.5])
+    make = lambda: bpx.Network([3, 4, 1], loss="mse", backend=be, seed=0, dtype="float64")  # noqa: E731
+    weighted = make().fit(X, y, sample_weight=w, epochs=1, batch_size=1, shuffle=False, lr=0.1)
+    by_hand = make()
+    for i, wi in enumerate(w / w.mean()):
+        by_hand.fit(X[i:i + 1], y[i:i + 1], epochs=1, batch_size=1, lr=0.1 * wi)
+    for p, q in zip(host_params(weighted), host_params(by_hand), strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+    plain = make().fit(X, y, epochs=1, batch_size=1, shuffle=False, lr=0.1)
+    assert not np.allclose(host_params(weighted)[0], host_params(plain)[0])
+
+
+def test_sample_weight_ratios_beyond_float32_range_train_in_float32(be):
+    # a batch whose weights are all ~1e-42 of the others': its step used to divide by their
+    # float64 sum, an overflow to inf in float32 (0 · inf = NaN: a false DivergenceError)
+    r = np.random.default_rng(5)
+    X, y = r.standard_normal((20, 3)), r.integers(0, 2, 20)
+    w = np.r_[np.ones(10), np.full(10, 1e-42)]
+    kw = dict(epochs=3, batch_size=5, shuffle=False, lr=0.1, sample_weight=w)
+    f32 = bpx.Network([3, 4, 2], backend=be, seed=0).fit(X, y, **kw)
+    f64 = bpx.Network([3, 4, 2], backend=be, seed=0, dtype="float64").fit(X, y, **kw)
+    for p, q in zip(host_params(f32), host_params(f64), strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-5)
 
 
 def test_sample_weights_beyond_float32_range_only_count_as_ratios(be):
