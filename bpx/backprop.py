@@ -62,6 +62,10 @@ def output_error(loss: Loss, output: Activation, a_L, z_L, y, ops, *, fused: boo
     For the canonical pairs (softmax + categorical cross-entropy, sigmoid + binary
     cross-entropy) it is exactly ``a − y`` and ``fused=True`` computes that. Every other pair,
     softmax with mse included, takes the general vector–Jacobian path.
+
+    For softmax, ``a − y`` needs each row of ``y`` to sum to 1 (one-hot or soft labels, as
+    ``fit`` always gives): in general the error is ``a Σ_k y_k − y``. Pass ``fused=False``
+    for targets that do not sum to 1.
     """
     if fused and loss.canonical == output.name:
         return a_L - y  # (1), fused: δ^[L] = a^[L] − y

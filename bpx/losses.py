@@ -16,7 +16,9 @@ name                          L(a, y)                                     ∇_a 
 mean is taken once, in equation 3. Each cross-entropy has a canonical output activation
 (sigmoid / softmax) for which ``δ^[L] = a − y`` exactly (derivation, note 1), and for which the
 value is computed from the logits ``z`` with log-sum-exp, so it stays finite for any finite
-``z`` (note 5). With any other output the value clips ``a`` to ``[eps, 1 − eps]``.
+``z`` (note 5). With any other output (or ``fit(fused=False)``) the value and the gradient
+clip ``a`` to ``[tiny, 1 − eps]``, ``tiny`` the dtype's smallest normal number: the gradient
+is exact for every ``a`` a float can tell from 0 and 1.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ def _eps(a, xp) -> float:
     return float(xp.finfo(a.dtype).eps)
 
 
+def _tiny(a, xp) -> float:
+    # the clip from below of a cross-entropy's a: the smallest normal number, not eps. The
+    # gradient −y/a is multiplied by σ'(z) ∝ a right after, so clipping at eps would turn
+    # dL/dz ≈ −1 into −a/eps (a vanishing gradient) as soon as a < eps (z < −16 for a
+    # float32 sigmoid); 1/tiny still fits the dtype (8.5e37 in float32)
+    return float(xp.finfo(a.dtype).smallest_normal)
+
+
 # --- L2 ------------------------------------------------------------------------------
 def _mse(a, y, xp):
     d = a - y
@@ -80,14 +90,12 @@ def _mae_gradient(a, y, xp):
 
 # --- binary cross-entropy ---------------------------------------------------------------
 def _bce(a, y, xp):
-    eps = _eps(a, xp)
-    a = xp.clip(a, eps, 1.0 - eps)
+    a = xp.clip(a, _tiny(a, xp), 1.0 - _eps(a, xp))
     return _sum_outputs(-(y * xp.log(a) + (1.0 - y) * xp.log(1.0 - a)), xp)
 
 
 def _bce_gradient(a, y, xp):
-    eps = _eps(a, xp)
-    a = xp.clip(a, eps, 1.0 - eps)
+    a = xp.clip(a, _tiny(a, xp), 1.0 - _eps(a, xp))  # 1 − a cannot resolve below eps
     return (a - y) / (a * (1.0 - a))
 
 
@@ -99,13 +107,11 @@ def _bce_from_logits(z, y, xp):
 
 # --- categorical cross-entropy ----------------------------------------------------------
 def _cce(a, y, xp):
-    eps = _eps(a, xp)
-    return _sum_outputs(-y * xp.log(xp.clip(a, eps, 1.0)), xp)
+    return _sum_outputs(-y * xp.log(xp.clip(a, _tiny(a, xp), 1.0)), xp)
 
 
 def _cce_gradient(a, y, xp):
-    eps = _eps(a, xp)
-    return -y / xp.clip(a, eps, 1.0)
+    return -y / xp.clip(a, _tiny(a, xp), 1.0)
 
 
 def _cce_from_logits(z, y, xp):

@@ -636,6 +636,33 @@ def test_losses_and_output_errors_stay_finite_at_huge_logits(be, dtype, loss, ou
         assert np.all(np.abs(to_host(backprop.output_error(loss_, out, a, z, y, be.ops))) <= 1)
 
 
+@pytest.mark.parametrize(("dtype", "z_deep"), [("float32", -17.0), ("float32", -60.0),
+                                              ("float64", -40.0), ("float64", -600.0)])
+@pytest.mark.parametrize(("loss", "output", "fused"), [
+    ("categorical_cross_entropy", "sigmoid", True),  # no fused form: always the VJP path
+    ("categorical_cross_entropy", "softmax", False),
+    ("binary_cross_entropy", "sigmoid", False)])
+def test_cross_entropy_gradients_stay_exact_below_eps(be, dtype, z_deep, loss, output, fused):
+    # the true class's output far below eps: dL/dz is still ≈ −1 (the loss' gradient −y/a
+    # used to be clipped at a = eps, which made it −a/eps after σ': a vanishing gradient and
+    # a model stuck far from its labels)
+    k = 1 if loss == "binary_cross_entropy" else 2
+    z_host = np.array([[z_deep, 0.0][:k]])
+    y_host = np.array([[1.0, 0.0][:k]])
+    out = A.get(output)
+    z = be.asarray(z_host, dtype=be.dtype(dtype))
+    a = out.forward(z, be.ops)
+    delta = to_host(backprop.output_error(L.get(loss), out, a, z,
+                                          be.asarray(y_host, dtype=be.dtype(dtype)), be.ops,
+                                          fused=fused))
+    a_host = to_host(a).astype(np.float64)
+    want = -y_host * (1.0 - a_host) if (output == "sigmoid" and k == 2) else a_host - y_host
+    np.testing.assert_allclose(delta, want, rtol=1e-6, atol=1e-7)
+    c = float(to_host(backprop.cost(L.get(loss), out, a, z, be.asarray(y_host, dtype=be.dtype(
+        dtype)), be.xp)))
+    assert c == pytest.approx(-z_deep, rel=1e-3)  # −log σ(z) ≈ −z, not capped at −log eps
+
+
 def test_weighted_cost_stays_finite_at_huge_logits(be):
     loss, out = L.get("categorical_cross_entropy"), A.get("softmax")
     z = be.asarray(LOGITS, dtype=be.xp.float32)
