@@ -48,9 +48,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
            f"does not: {exc}")
     raise ImportError(msg) from exc
 
+from bpx import activations as _acts
 from bpx import training
-from bpx._validation import refuse_masked
-from bpx.backend import check_dtype, to_host
+from bpx._validation import is_real, refuse_masked
+from bpx.backend import check_dtype, resolve, to_host
 from bpx.callbacks import Callback
 from bpx.network import Network
 from bpx.optimizers import SGD, Adam
@@ -236,13 +237,24 @@ class _BPXBase(BaseEstimator):
 
     # --- parameters ------------------------------------------------------------------
     def _checked_params(self) -> dict:
-        """Validate the parameters (at fit time, as sklearn does); returns derived values."""
+        """Validate the parameters (at fit time, as sklearn does, and before anything of the
+        estimator changes); returns derived values, the resolved backend among them."""
         name = type(self).__name__
         h = self.hidden_layer_sizes
-        hidden = [h] if isinstance(h, numbers.Integral) else _as_list(h, "hidden_layer_sizes")
-        if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
-               for n in hidden):
-            msg = f"hidden_layer_sizes must be positive integers, got {h!r}"
+        if isinstance(h, numbers.Integral):
+            hidden = [h]
+        elif isinstance(h, (str, bytes, numbers.Number)):
+            hidden = None
+        else:
+            try:
+                hidden = list(h)
+            except TypeError:
+                hidden = None
+        if hidden is None or any(isinstance(n, (bool, np.bool_))
+                                 or not isinstance(n, numbers.Integral) or n < 1
+                                 for n in hidden):
+            msg = ("hidden_layer_sizes must be positive integers (an int, or a sequence of "
+                   f"ints, one width per hidden layer); got {h!r}")
             raise ValueError(msg)
         if self.solver == "lbfgs":
             msg = (f"{name} does not support solver='lbfgs': bpx trains by mini-batch "
@@ -265,10 +277,17 @@ class _BPXBase(BaseEstimator):
             _check_int("n_iter_no_change", self.n_iter_no_change)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             _check_int("batch_size", self.batch_size)
-        if self.early_stopping:
-            _check_real("validation_fraction", self.validation_fraction, low=0.0, high=1.0,
-                        closed=False)
-        check_dtype(self.dtype)
+        for flag in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
+            _check_bool(flag, getattr(self, flag))
+        if not (isinstance(self.verbose, (bool, np.bool_))
+                or (isinstance(self.verbose, numbers.Integral) and self.verbose >= 0)):
+            msg = f"verbose must be a bool or an int >= 0; got {self.verbose!r}"
+            raise ValueError(msg)
+        # sklearn's range, [0, 1); early stopping needs a non-empty split, (0, 1)
+        _check_real("validation_fraction", self.validation_fraction, low=0.0, high=1.0,
+                    closed=not self.early_stopping)
+        _check_random_state(self.random_state)
+        dtype = check_dtype(self.dtype)
         dropout = self.dropout
         rates = ([dropout] * len(hidden) if isinstance(dropout, numbers.Real)
                  else _as_list(dropout, "dropout"))
@@ -278,8 +297,42 @@ class _BPXBase(BaseEstimator):
             msg = (f"dropout must be a number in [0, 1) or one per hidden layer "
                    f"({len(hidden)}), got {dropout!r}")
             raise ValueError(msg)
+        self._check_own_params()
+        # last: resolving may probe a GPU, and warns where it falls back to NumPy
+        backend = resolve(self.backend)
         return {"hidden": [int(n) for n in hidden],
-                "dropout": [float(r) for r in rates] if any(rates) else None}
+                "dropout": [float(r) for r in rates] if any(rates) else None,
+                "dtype": dtype, "backend": backend}
+
+    def _check_own_params(self) -> None:
+        """The parameters one estimator has and the other has not."""
+
+    def _check_continuable(self, params: dict, incremental: bool) -> None:
+        """A warm start or a later partial_fit trains the fitted network: refuse parameters
+        that the network was built with and that now say otherwise."""
+        net = self.network_
+        how = ("call fit with warm_start=False to refit" if incremental
+               else "set warm_start=False to refit")
+        if [*net.layers[1:-1]] != params["hidden"]:
+            msg = (f"hidden_layer_sizes={self.hidden_layer_sizes!r} differs from the fitted "
+                   f"network's {net.layers[1:-1]}; {how}")
+            raise ValueError(msg)
+        fitted = [a.name for a in net.activations]
+        wanted = _acts.get(self.activation).name
+        if any(a != wanted for a in fitted):
+            sk_name = {"sigmoid": "logistic"}.get(fitted[0], fitted[0])
+            msg = (f"activation={self.activation!r} differs from the fitted network's "
+                   f"{sk_name!r}; {how}")
+            raise ValueError(msg)
+        if params["dtype"] != net.dtype:
+            msg = (f"dtype={self.dtype!r} differs from the fitted network's {net.dtype!r}; "
+                   f"{how}")
+            raise ValueError(msg)
+        be = params["backend"]
+        if be.name != net.backend or not _same_device(be.device, net.device):
+            msg = (f"backend={self.backend!r} ({be.name} on {be.device}) differs from the "
+                   f"fitted network's ({net.backend} on {net.device}); {how}")
+            raise ValueError(msg)
 
     # --- fitting ---------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -294,6 +347,11 @@ class _BPXBase(BaseEstimator):
         Returns
         -------
         self
+
+        A call refused before training starts (a bad parameter or backend, bad data or
+        weights, a validation split that cannot be made) leaves the estimator as it was:
+        its previous model, or unfitted. Once training runs, a ``bpx.DivergenceError``
+        leaves the network at its last finite weights.
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
@@ -303,30 +361,67 @@ class _BPXBase(BaseEstimator):
             msg = "partial_fit does not support early_stopping=True"
             raise ValueError(msg)
         first_pass = not hasattr(self, "network_") or not (self.warm_start or incremental)
-        dtype = self.dtype if first_pass else self.network_.dtype
+        if not first_pass:
+            self._check_continuable(params, incremental)
+        # Everything up to the training loop is all or nothing: a call refused on its data,
+        # its weights or its validation split leaves the estimator exactly as it was (the
+        # previous model with classes_ / n_features_in_ in step with network_, or unfitted).
+        # The loop itself keeps bpx's rule: a DivergenceError leaves the last finite weights.
+        saved = self._saved_state()
+        try:
+            run = self._prepare(X, y, sample_weight, params, first_pass=first_pass,
+                                incremental=incremental, classes=classes)
+        except BaseException:
+            self._restore_state(saved)
+            raise
+        net, cfg = self.network_, run["cfg"]
+        self.n_iter_ = 0
+        self._converged = False
+        try:
+            training.train(net, *run["data"], cfg)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+        if self.early_stopping and self._best_params is not None:
+            net.set_params(*self._best_params)
+        if not incremental and not self._converged and self.n_iter_ == self.max_iter:
+            msg = (f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and "
+                   "the optimization hasn't converged yet.")
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        return self
+
+    def _saved_state(self) -> dict:
+        """What :meth:`_prepare` may change: the attributes (it only rebinds them), the
+        fitted network's RNG (the early-stopping split draws from it) and the optimizer's
+        per-call fields (``start``)."""
+        net = self.__dict__.get("network_")
+        opt = self.__dict__.get("_optimizer")
+        return {"attrs": dict(self.__dict__),
+                "rng": None if net is None else (net._rng, net._rng.bit_generator.state),
+                "opt": None if opt is None else (opt, dict(vars(opt)))}
+
+    def _restore_state(self, saved: dict) -> None:
+        self.__dict__.clear()
+        self.__dict__.update(saved["attrs"])
+        if saved["rng"] is not None:
+            rng, state = saved["rng"]
+            rng.bit_generator.state = state
+        if saved["opt"] is not None:
+            opt, fields = saved["opt"]
+            vars(opt).clear()
+            vars(opt).update(fields)
+
+    def _prepare(self, X, y, sample_weight, params, *, first_pass, incremental, classes):
+        """Validate the data, build or continue the network, split and place the data:
+        the training call's arguments."""
         # data: X, T (targets as the network's outputs, (n, n_L)), codes (class indices or
         # None), y (what the validation score compares with), sw (sample weights or None)
-        # a refused call leaves the fitted attributes as they were (classes_ in step with
-        # network_): _validate_xy sets them before the sample weights are checked
-        kept = {k: self.__dict__[k] for k in _FITTED_INPUT_ATTRS if k in self.__dict__}
-        try:
-            data = self._validate_xy(X, y, first_pass=first_pass, incremental=incremental,
-                                     classes=classes, dtype=dtype)
-            data["sw"] = self._sample_weight(sample_weight, data, incremental)
-            if not first_pass and [*self.network_.layers[1:-1]] != params["hidden"]:
-                msg = (f"hidden_layer_sizes={self.hidden_layer_sizes!r} differs from the "
-                       f"fitted network's {self.network_.layers[1:-1]}; set warm_start=False "
-                       "to refit")
-                raise ValueError(msg)
-        except BaseException:
-            for k in _FITTED_INPUT_ATTRS:
-                self.__dict__.pop(k, None)
-            self.__dict__.update(kept)
-            raise
+        data = self._validate_xy(X, y, first_pass=first_pass, incremental=incremental,
+                                 classes=classes, dtype=params["dtype"])
+        data["sw"] = self._sample_weight(sample_weight, data, incremental)
         if data["sw"] is not None and not np.all(data["sw"] > 0):
             data = _take(data, data["sw"] > 0)  # zero-weight samples carry nothing
         if first_pass:
-            self._initialize(data["X"].shape[1], data["T"].shape[1], params["hidden"])
+            self._initialize(data["X"].shape[1], data["T"].shape[1], params)
         net = self.network_
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._new_optimizer()
@@ -343,12 +438,9 @@ class _BPXBase(BaseEstimator):
         else:
             if self.batch_size > n:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped", stacklevel=3)
+                              "It is going to be clipped", stacklevel=4)
             batch_size = int(np.clip(self.batch_size, 1, n))
         sw = data["sw"]
-        self._optimizer.start(n, batch_size, self.alpha,
-                              1.0 if sw is None else float(np.mean(sw)))
-
         scoring = None if val is None else (val_dev[0], val["y"], val["sw"])
         cfg = training.FitConfig(
             epochs=1 if incremental else self.max_iter, batch_size=batch_size,
@@ -356,25 +448,16 @@ class _BPXBase(BaseEstimator):
             sample_weight=sw, dropout=params["dropout"], on_divergence="raise",
             callbacks=[_SklearnEpochEnd(self, n, scoring)])
         codes = data["codes"]
-        self.n_iter_ = 0
-        self._converged = False
-        try:
-            training.train(net, _device(net, data["X"]), _device(net, data["T"]),
-                           None if codes is None else _device(net, codes, "int64"), cfg)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.", stacklevel=3)
-        if self.early_stopping and self._best_params is not None:
-            net.set_params(*self._best_params)
-        if not incremental and not self._converged and self.n_iter_ == self.max_iter:
-            msg = (f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and "
-                   "the optimization hasn't converged yet.")
-            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
-        return self
+        arrays = (_device(net, data["X"]), _device(net, data["T"]),
+                  None if codes is None else _device(net, codes, "int64"))
+        self._optimizer.start(n, batch_size, self.alpha,
+                              1.0 if sw is None else float(np.mean(sw)))
+        return {"cfg": cfg, "data": arrays}
 
-    def _initialize(self, n_features: int, n_outputs: int, hidden: list):
-        layers = [n_features, *hidden, n_outputs]
+    def _initialize(self, n_features: int, n_outputs: int, params: dict):
+        layers = [n_features, *params["hidden"], n_outputs]
         self.network_ = Network(layers, activation=self.activation, loss=self._loss_name,
-                                backend=self.backend, dtype=self.dtype,
+                                backend=params["backend"], dtype=params["dtype"],
                                 seed=_generator(self.random_state))
         if self.network_.is_classifier:
             self.network_.classes_ = self.classes_
@@ -431,6 +514,7 @@ class _BPXBase(BaseEstimator):
         n = data["X"].shape[0]
         sw = None
         if sample_weight is not None:
+            refuse_masked(sample_weight, "sample_weight")
             sw = np.asarray(sample_weight, dtype=np.float64)
             if sw.ndim == 0:
                 sw = np.full(n, float(sw))
@@ -447,16 +531,12 @@ class _BPXBase(BaseEstimator):
                        "compute the weights once from all the labels with "
                        "sklearn.utils.class_weight.compute_class_weight and pass a dict")
                 raise ValueError(msg)
-            if isinstance(class_weight, dict):
+            if isinstance(class_weight, dict):  # its form and values: _check_own_params
                 unknown = [k for k in class_weight if k not in set(self.classes_.tolist())]
                 if unknown:
                     msg = (f"class_weight names labels that are not classes: {unknown}; "
                            f"classes_ is {self.classes_.tolist()}")
                     raise ValueError(msg)
-            elif not (isinstance(class_weight, str) and class_weight == "balanced"):
-                msg = ("class_weight must be a dict {label: weight}, 'balanced' or None, "
-                       f"got {class_weight!r}")
-                raise ValueError(msg)
             per_class = compute_class_weight(class_weight, classes=self.classes_, y=data["y"])
             w = per_class[data["codes"]]
             sw = w if sw is None else sw * w
@@ -539,16 +619,21 @@ class BPXClassifier(ClassifierMixin, _BPXBase):
     power_t : float >= 0, default 0.5 (invscaling: ``η = η₀ / (t_ + 1)^power_t``)
     max_iter : int >= 1, default 200; epochs
     shuffle : bool, default True
-    random_state : int, RandomState, numpy Generator or None
+        As sklearn's "boolean", this and the other flags take ``bool`` or ``numpy.bool_``
+        only: a string such as ``"False"`` raises ValueError instead of being read as true.
+    random_state : None, int in [0, 2**32 - 1], RandomState or numpy Generator
         Seeds the network's host RNG: initial weights, batch order, dropout masks and the
         early-stopping split.
     tol : float >= 0, default 1e-4
-    verbose : bool, default False; prints ``Iteration k, loss = ...`` per epoch
+    verbose : bool or int >= 0, default False; prints ``Iteration k, loss = ...`` per epoch
     warm_start : bool, default False
+        ``fit`` continues the fitted network. A changed ``hidden_layer_sizes``,
+        ``activation``, ``dtype`` or ``backend`` (or, for fit, other classes) raises
+        ValueError, as it does for ``partial_fit``: set ``warm_start=False`` to refit.
     momentum : float in [0, 1), default 0.9 (sgd)
     nesterovs_momentum : bool, default True (sgd, momentum > 0)
     early_stopping : bool, default False
-    validation_fraction : float in (0, 1), default 0.1
+    validation_fraction : float in [0, 1), default 0.1; in (0, 1) with early_stopping
     beta_1, beta_2 : float in [0, 1), default 0.9, 0.999 (adam)
     epsilon : float > 0, default 1e-8 (adam)
     n_iter_no_change : int >= 1 or inf, default 10
@@ -557,7 +642,8 @@ class BPXClassifier(ClassifierMixin, _BPXBase):
     dtype : {"float32", "float64"}, default "float32"
     dropout : float in [0, 1) or one per hidden layer, default 0.0
     class_weight : dict {label: weight}, "balanced" or None
-        Multiplies ``sample_weight``; "balanced" is refused by ``partial_fit``.
+        Multiplies ``sample_weight``; the weights must be finite numbers >= 0 (0 leaves the
+        class out). "balanced" is refused by ``partial_fit``.
 
     Attributes
     ----------
@@ -582,6 +668,21 @@ class BPXClassifier(ClassifierMixin, _BPXBase):
 
     _loss_name = "cross_entropy"
     _loss_scale = 1.0  # bpx's cross-entropy is sklearn's log-loss
+
+    def _check_own_params(self) -> None:
+        cw = self.class_weight
+        if cw is None or (isinstance(cw, str) and cw == "balanced"):
+            return
+        if not isinstance(cw, dict):
+            msg = f"class_weight must be a dict {{label: weight}}, 'balanced' or None, got {cw!r}"
+            raise ValueError(msg)
+        # as bpx.Network.fit: a negative or NaN weight would silently drop a class
+        if not all(is_real(w) for w in cw.values()):
+            msg = f"class_weight values must be numbers, got {cw!r}"
+            raise ValueError(msg)
+        if not all(math.isfinite(w) and w >= 0 for w in cw.values()):
+            msg = f"class_weight values must be finite and >= 0, got {cw!r}"
+            raise ValueError(msg)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -718,20 +819,24 @@ class BPXRegressor(RegressorMixin, _BPXBase):
 
     Squared error with an identity output; ``y`` of shape (n_samples,) or
     (n_samples, n_outputs). The parameters are :class:`BPXClassifier`'s without
-    ``class_weight``; ``loss_`` is sklearn's ``(1/2) mean (y − ŷ)²`` plus the L2 term,
+    ``class_weight``, plus MLPRegressor's ``loss``: "squared_error" (the default; keyword-only
+    here, so that ``hidden_layer_sizes`` stays the first positional argument); "poisson"
+    raises ValueError, bpx has no Poisson loss. ``loss_`` is sklearn's
+    ``(1/2) mean (y − ŷ)²`` plus the L2 term,
     ``validation_scores_`` holds R² on the early-stopping split.
     ``predict`` returns float64 NumPy arrays, shape (n_samples,) for one output.
     """
 
     _loss_name = "mse"
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="squared_error",
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, backend=None,
                  dtype="float32", dropout=0.0):
+        self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -757,6 +862,14 @@ class BPXRegressor(RegressorMixin, _BPXBase):
         self.backend = backend
         self.dtype = dtype
         self.dropout = dropout
+
+    def _check_own_params(self) -> None:
+        if isinstance(self.loss, str) and self.loss == "poisson":
+            msg = ("BPXRegressor does not support loss='poisson': bpx has no Poisson loss. "
+                   "Use loss='squared_error', or scikit-learn's MLPRegressor for Poisson "
+                   "regression.")
+            raise ValueError(msg)
+        _check_choice("loss", self.loss, ("squared_error",))
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)``, continuing from the current weights and optimizer."""
@@ -805,10 +918,6 @@ class BPXRegressor(RegressorMixin, _BPXBase):
 # ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
-#: what ``_validate_xy`` (and sklearn's ``validate_data``) set from a call's X and y
-_FITTED_INPUT_ATTRS = ("classes_", "n_features_in_", "feature_names_in_")
-
-
 class _PickledNetwork:
     """A Network reduced to host arrays and names (its backend holds modules, which do not
     pickle); :meth:`rebuild` makes it again on the backend it was on, by name."""
@@ -883,6 +992,32 @@ def _check_real(name: str, value, *, low: float, high: float = math.inf,
         interval = f"{'[' if closed else '('}{low}, {high})"
         msg = f"{name} must be a finite number in {interval}; got {value!r}"
         raise ValueError(msg)
+
+
+def _check_bool(name: str, value) -> None:
+    """sklearn's "boolean": a bool or a NumPy bool (a string such as "False" is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        msg = f"{name} must be a bool (True or False); got {value!r}"
+        raise ValueError(msg)
+
+
+def _check_random_state(value) -> None:
+    """What :func:`_generator` takes: sklearn's ``random_state`` plus a NumPy Generator."""
+    if value is None or isinstance(value, (np.random.RandomState, np.random.Generator)):
+        return
+    if (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+            and 0 <= value <= 2**32 - 1):
+        return
+    msg = ("random_state must be None, an int in [0, 2**32 - 1], a numpy.random.RandomState "
+           f"or a numpy.random.Generator; got {value!r}")
+    raise ValueError(msg)
+
+
+def _same_device(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # a device type without equality: compare what it prints as
+        return str(a) == str(b)
 
 
 def _check_int(name: str, value) -> None:

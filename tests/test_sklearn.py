@@ -318,6 +318,49 @@ def test_warm_start(iris):
     assert len(est.loss_curve_) == 3 and est.coefs_[0].shape == (4, 5)
 
 
+@pytest.mark.parametrize(("change", "match"), [
+    ({"activation": "tanh"}, "activation='tanh' differs from the fitted network's 'relu'"),
+    ({"dtype": "float64"}, "dtype='float64' differs from the fitted network's 'float32'"),
+    ({"backend": "array_api_strict"}, "backend='array_api_strict' .* differs from the fitted"),
+])
+@pytest.mark.parametrize("call", ["warm_start", "partial_fit"])
+def test_continuing_refuses_a_changed_network_parameter(call, change, match, iris):
+    if "backend" in change:
+        pytest.importorskip("array_api_strict")
+    X, y = iris
+    est = BPXClassifier(**{**SMALL, "max_iter": 2, "warm_start": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if call == "warm_start":
+            est.fit(X, y)
+        else:
+            est.partial_fit(X, y, classes=[0, 1, 2])
+    before = [c.copy() for c in est.coefs_]
+    est.set_params(**change)
+    how = "set warm_start=False" if call == "warm_start" else "call fit with warm_start=False"
+    with pytest.raises(ValueError, match=f"{match}.*; {how} to refit"):
+        est.fit(X, y) if call == "warm_start" else est.partial_fit(X, y)
+    for ours, old in zip(est.coefs_, before):
+        np.testing.assert_array_equal(ours, old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.set_params(warm_start=False).fit(X, y)  # a refit takes the new value
+    net = est.network_
+    assert (net.backend, net.dtype, net.activations[0].name) == (
+        change.get("backend", "numpy"), change.get("dtype", "float32"),
+        change.get("activation", "relu"))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("same", [{"dtype": np.float32}, {"dtype": np.dtype("float32")},
+                                  {"backend": None}, {"activation": "relu"}])
+def test_warm_start_takes_equal_spellings(same, iris, monkeypatch):
+    monkeypatch.setenv("BPX_BACKEND", "numpy")  # backend=None: the fitted network's numpy
+    est = BPXClassifier(**{**SMALL, "max_iter": 2, "warm_start": True}).fit(*iris)
+    est.set_params(**same).fit(*iris)
+    assert len(est.loss_curve_) == 4  # continued, not refused or refitted
+
+
 def test_switching_early_stopping_between_calls(regression):
     X, y = regression
     est = BPXRegressor(hidden_layer_sizes=(4,), early_stopping=True, warm_start=True,
@@ -342,6 +385,20 @@ def test_switching_early_stopping_between_calls(regression):
     ({"dropout": (0.1, 0.2)}, "dropout must be a number in"),
     ({"early_stopping": True, "validation_fraction": 0.0}, "validation_fraction"),
     ({"dtype": "float16"}, "float16"),
+    # sklearn's "boolean": a truthy string is not obeyed
+    ({"early_stopping": "False"}, r"early_stopping must be a bool \(True or False\); got 'False'"),
+    ({"shuffle": "no"}, "shuffle must be a bool"),
+    ({"warm_start": "no"}, "warm_start must be a bool"),
+    ({"nesterovs_momentum": "no"}, "nesterovs_momentum must be a bool"),
+    ({"verbose": "0"}, "verbose must be a bool or an int >= 0; got '0'"),
+    ({"verbose": -1}, "verbose must be a bool or an int >= 0"),
+    ({"validation_fraction": 1.5}, r"validation_fraction must be .* \[0.0, 1.0\); got 1.5"),
+    ({"random_state": -1}, r"random_state must be None, an int in \[0, 2\*\*32 - 1\]"),
+    ({"random_state": 2**32}, "random_state must be None"),
+    ({"random_state": "0"}, "random_state must be None"),
+    ({"hidden_layer_sizes": 10.0}, r"hidden_layer_sizes must be positive integers .*; got 10.0"),
+    ({"hidden_layer_sizes": "10"}, "hidden_layer_sizes must be positive integers"),
+    ({"backend": "nmupy"}, "backend='nmupy' is not known"),
 ])
 def test_bad_parameters_raise_at_fit(params, match, iris):
     est = BPXClassifier(**params)  # sklearn validates at fit, not in __init__
@@ -349,10 +406,72 @@ def test_bad_parameters_raise_at_fit(params, match, iris):
         est.fit(*iris)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("params", [
+    {"shuffle": np.bool_(False), "warm_start": np.True_, "early_stopping": np.False_},
+    {"verbose": 0, "validation_fraction": 0.0},  # sklearn's range is [0, 1) without early stopping
+    {"random_state": np.int64(2**32 - 1)},
+    {"random_state": np.random.RandomState(0)},
+    {"random_state": np.random.default_rng(0)},
+    {"hidden_layer_sizes": np.array([3, 2])},
+])
+def test_parameters_sklearn_accepts_are_accepted(params, iris):
+    BPXClassifier(**{**SMALL, "max_iter": 2, **params}).fit(*iris)
+
+
 def test_multilabel_is_refused(iris):
     Y = np.stack([iris[1] == 0, iris[1] == 1], axis=1).astype(int)
     with pytest.raises(ValueError, match="does not support multilabel"):
         BPXClassifier().fit(iris[0], Y)
+
+
+@pytest.mark.parametrize("fitted", [False, True])
+def test_a_bad_backend_changes_nothing(fitted, iris):
+    X, y = iris
+    est = BPXClassifier(**{**SMALL, "max_iter": 2})
+    if fitted:
+        with pytest.warns(ConvergenceWarning):
+            est.fit(X, y)
+    before = dict(vars(est))
+    with pytest.raises(ValueError, match="backend='nmupy' is not known"):
+        est.set_params(backend="nmupy").fit(X[:, :3], y % 2)  # other width, other classes
+    assert vars(est).keys() - {"backend"} == before.keys() - {"backend"}
+    assert all(vars(est)[k] is v for k, v in before.items() if k != "backend")
+    if fitted:
+        assert est.n_features_in_ == 4 and est.classes_.tolist() == [0, 1, 2]
+        assert est.predict(X).shape == (150,)
+    else:
+        with pytest.raises(NotFittedError):
+            est.predict(X)
+
+
+@pytest.mark.parametrize("warm", [False, True])
+@pytest.mark.parametrize("fitted", [False, True])
+def test_a_fit_refused_before_training_leaves_the_estimator_as_it_was(fitted, warm, iris):
+    """Refused after the data set classes_ / n_features_in_ and the network was built (the
+    stratified early-stopping split cannot hold every class): the estimator is exactly as
+    before the call, its previous model (with its RNG state) or none."""
+    X, y = iris
+    est = BPXClassifier(**{**SMALL, "max_iter": 2, "warm_start": warm})
+    if fitted:
+        with pytest.warns(ConvergenceWarning):
+            est.fit(X, y)
+        proba, rng_state = est.predict_proba(X), est.network_._rng.bit_generator.state
+    before = dict(vars(est))
+    est.set_params(early_stopping=True, validation_fraction=0.05)
+    Xs, ys = (X[::8], y[::8]) if warm else (X[::8, :3], y[::8] % 2)  # 19 samples: 1 held out
+    with pytest.raises(ValueError, match="test_size = 1 should be greater or equal"):
+        est.fit(Xs, ys)
+    assert vars(est).keys() == before.keys()
+    assert all(vars(est)[k] is v for k, v in before.items()
+               if k not in ("early_stopping", "validation_fraction"))
+    if fitted:
+        assert est.n_features_in_ == 4 and est.classes_.tolist() == [0, 1, 2]
+        np.testing.assert_array_equal(est.predict_proba(X), proba)
+        assert est.network_._rng.bit_generator.state == rng_state
+    else:
+        with pytest.raises(NotFittedError):
+            est.predict(X)
 
 
 def test_unfitted_raises_not_fitted(iris):
@@ -417,6 +536,20 @@ def test_class_weight_is_sample_weight(iris):
         BPXClassifier(class_weight="auto", **kw).fit(X, y)
 
 
+@pytest.mark.parametrize(("weight", "match"), [
+    (-1.0, "must be finite and >= 0"), (np.nan, "must be finite"), (np.inf, "must be finite"),
+    ("x", "must be numbers"), (True, "must be numbers"),
+])
+def test_class_weight_values_are_checked(weight, match, iris):
+    # a negative or NaN weight fails ``sw > 0`` and used to drop the class from training
+    est = BPXClassifier(class_weight={0: weight}, **SMALL)
+    with pytest.raises(ValueError, match=f"class_weight values {match}"):
+        est.fit(*iris)
+    assert not hasattr(est, "classes_")
+    with pytest.raises(ValueError, match=f"class_weight values {match}"):
+        BPXClassifier(class_weight={0: weight}, **SMALL).partial_fit(*iris, classes=[0, 1, 2])
+
+
 def test_sample_weight_checks(iris):
     est = BPXClassifier(hidden_layer_sizes=(4,), max_iter=2)
     with pytest.raises(ValueError, match="expected"):
@@ -425,6 +558,39 @@ def test_sample_weight_checks(iris):
         est.fit(*iris, sample_weight=-np.ones(150))
     with pytest.raises(ValueError, match="zero for every sample"):
         est.fit(*iris, sample_weight=np.zeros(150))
+
+
+def test_masked_sample_weight_is_refused(iris):
+    # np.asarray drops the mask: training would use the hidden values
+    sw = np.ma.masked_array(np.ones(150), mask=np.arange(150) < 50)
+    for est, y in ((BPXClassifier(**SMALL), iris[1]), (BPXRegressor(**SMALL), iris[0][:, 0])):
+        with pytest.raises(ValueError, match="sample_weight is a masked array"):
+            est.fit(iris[0], y, sample_weight=sw)
+        extra = {"classes": [0, 1, 2]} if isinstance(est, BPXClassifier) else {}
+        with pytest.raises(ValueError, match="sample_weight is a masked array"):
+            est.partial_fit(iris[0], y, sample_weight=sw, **extra)
+        assert not hasattr(est, "network_")
+
+
+def test_regressor_takes_mlpregressors_loss(regression):
+    X, y = regression
+    est = BPXRegressor(loss="squared_error", **SMALL)
+    assert est.get_params()["loss"] == "squared_error"
+    assert clone(est).get_params() == est.get_params()
+    assert MLPRegressor().get_params()["loss"] == BPXRegressor().get_params()["loss"]
+    with pytest.warns(ConvergenceWarning):
+        ours = est.fit(X, y).coefs_[0]
+    with pytest.warns(ConvergenceWarning):
+        default = BPXRegressor(**SMALL, random_state=0).fit(X, y).coefs_[0]
+    with pytest.warns(ConvergenceWarning):
+        again = BPXRegressor(**SMALL, loss="squared_error", random_state=0).fit(X, y).coefs_[0]
+    np.testing.assert_array_equal(default, again)
+    assert ours.shape == (5, 8)
+    with pytest.raises(ValueError, match="does not support loss='poisson': bpx has no Poisson"):
+        BPXRegressor(loss="poisson", **SMALL).fit(X, y)
+    with pytest.raises(ValueError, match="loss must be one of 'squared_error'; got 'absolute'"):
+        BPXRegressor(loss="absolute", **SMALL).fit(X, y)
+    assert "loss" not in BPXClassifier().get_params()
 
 
 def test_dropout_changes_training(iris):
