@@ -181,6 +181,9 @@ def test_sample_weight_matches_sklearn_without_alpha(regression):
         with pytest.warns(ConvergenceWarning):
             est.set_params(max_iter=10).fit(X, y, sample_weight=w)
     np.testing.assert_allclose(b.coefs_[1], s.coefs_[1], rtol=1e-10)
+    # sklearn's weighted loss_: each batch's weighted mean, weighted by the batch's size
+    # (bpx's own Σ w L / Σ w differs when the batches' weight sums differ)
+    np.testing.assert_allclose(b.loss_curve_[1:], s.loss_curve_[1:], rtol=1e-10)
 
 
 def test_stops_like_sklearn_when_the_loss_stalls(iris):
