@@ -372,12 +372,22 @@ def _split(y: np.ndarray, fraction: float, seed: int, classify: bool) -> np.ndar
     return val
 
 
-def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray) -> None:
+def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray, X_std: np.ndarray,
+                          X_raw: np.ndarray) -> None:
     """Make ``net``, trained on ``(X - mean) / scale``, take raw ``X``.
 
-    ``W (x − μ)/s + b = (W / s) x + (b − (W / s) μ)``: only the first layer changes.
+    ``W (x − μ)/s + b = (W / s) x + (b − (W / s) μ)``: only the first layer changes. In
+    float32 that sum cancels for a feature far from 0 in standard deviations (``|μ|/s`` of
+    1e5 or more): the outputs on ``X_raw`` are compared with those before the fold on
+    ``X_std`` (the same rows standardized), and a change that matters is reported.
     """
     from bpx.backend import to_host
+
+    def outputs(A):
+        return np.asarray(to_host(net.predict_proba(A) if net.is_classifier else
+                                  net.predict(A)), dtype=np.float64)
+
+    before = outputs(X_std)
 
     W0 = np.asarray(to_host(net.weights[0]), dtype=np.float64) / scale
     b0 = np.asarray(to_host(net.biases[0]), dtype=np.float64) - W0 @ mean
@@ -390,6 +400,17 @@ def _fold_standardization(net, mean: np.ndarray, scale: np.ndarray) -> None:
                         f"{net.dtype} (the smallest column standard deviation is "
                         f"{float(np.min(scale)):.3g}); use --dtype float64 or drop that "
                         f"column") from None
+    # probabilities: an absolute change; regression: relative to the outputs' spread
+    shift = float(np.max(np.abs(outputs(X_raw) - before))) if len(before) else 0.0
+    spread = 1.0 if net.is_classifier else max(float(np.std(before)), 1e-12)
+    if not shift <= 1e-3 * spread:  # NaN included
+        far = float(np.max(np.abs(mean) / scale))
+        print(f"bpx train: warning: folding --standardize into the first layer changed the "
+              f"model's outputs by up to {shift:.3g} on the training data ({net.dtype} "
+              f"cannot resolve W·x + b for a feature whose mean is {far:.3g} standard "
+              f"deviations from 0); the scores reported are the saved model's. Use --dtype "
+              f"float64, or subtract the column means from the data before training",
+              file=sys.stderr)
 
 
 def _is_stream(path: str) -> bool:
@@ -550,7 +571,7 @@ def _train(args) -> int:
             f"epoch {stopper.best_epoch + 1} (best {'val_loss' if val is not None else 'loss'} "
             f"{stopper.best:.4f})")
     if mean is not None:
-        _fold_standardization(net, mean, scale)
+        _fold_standardization(net, mean, scale, prep(X_tr[:1000]), X_tr[:1000])
 
     parts = []
     for name, (A, b) in (("train", (X_tr, y_tr)), ("val", (X_va, y_va))):
