@@ -577,7 +577,8 @@ def test_standardization_that_overflows_the_dtype_is_a_data_error():
     net = bpx.Network([2, 3, 1], loss="mse", seed=0, dtype="float32")
     with pytest.raises(cli.DataError, match=r"--standardize: folding the scaling .* overflows "
                                             r"float32 .* 1e-39"):
-        cli._fold_standardization(net, np.zeros(2), np.array([1.0, 1e-39]))
+        cli._fold_standardization(net, np.zeros(2), np.array([1.0, 1e-39]), np.zeros((1, 2)),
+                                  np.zeros((1, 2)))
 
 
 # --------------------------------------------------------------------------------------
