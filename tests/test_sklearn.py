@@ -186,6 +186,21 @@ def test_sample_weight_matches_sklearn_without_alpha(regression):
     np.testing.assert_allclose(b.loss_curve_[1:], s.loss_curve_[1:], rtol=1e-10)
 
 
+@pytest.mark.parametrize("scale", [1e-46, 1e39])
+def test_uniform_sample_weights_of_any_scale_change_nothing(iris, scale):
+    # the weights are rescaled on the host in float64 before they meet float32 on the
+    # device: 1e-46 used to vanish (Adam's v overflowed) and 1e39 to overflow (a "non-finite
+    # loss"); with alpha=0, sklearn gives the unweighted result for any uniform scale
+    X, y = iris
+    kw = {"hidden_layer_sizes": (8,), "random_state": 0, "alpha": 0.0, "max_iter": 20}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = BPXClassifier(**kw).fit(X, y)
+        weighted = BPXClassifier(**kw).fit(X, y, sample_weight=np.full(len(y), scale))
+    np.testing.assert_allclose(weighted.coefs_[0], plain.coefs_[0], rtol=1e-5, atol=1e-6)
+    assert weighted.loss_ == pytest.approx(plain.loss_, rel=1e-5)
+
+
 def test_stops_like_sklearn_when_the_loss_stalls(iris):
     X, y = iris
     # tol=10 makes every epoch after the first "no improvement": both stop after 2 + 3
