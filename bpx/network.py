@@ -459,11 +459,7 @@ class Network:
                 msg = ("sample_weight and class_weight together give every sample a weight of "
                        "0; nothing to train on")
                 raise ValueError(msg)
-            # to mean 1 on the host (float64; by the max first, so the mean cannot
-            # overflow): the weighted cost is unchanged, and weights like 1e39 or 1e-50 no
-            # longer overflow or vanish in float32 on the device
-            sw = sw / np.max(sw)
-            sw = sw / np.mean(sw)
+            # (training.train rescales them to mean 1 on the host, in float64)
         val = None
         if validation_data is not None:
             if validation_split:

@@ -155,7 +155,10 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
     acts = [*net.activations, net.output]
     decay_mask = [True, False] * len(net.weights)  # weight decay on W, not on b
     sw = cfg.sample_weight
-    if sw is not None:  # by the max, then to mean 1 (float64): any scale stays finite
+    if sw is not None:
+        # to mean 1 on the host, in float64 (by the max first, so the mean cannot overflow):
+        # the weighted cost is unchanged, and weights like 1e39 or 1e-50 neither overflow
+        # nor vanish in float32 on the device
         sw = sw / np.max(sw)
         sw = sw / np.mean(sw)
     if cfg.shuffle:
