@@ -438,8 +438,8 @@ class Network:
             raise
         cfg = training.FitConfig(
             epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=shuffle,
-            validation=val, verbose=verbose, fused=fused, sample_weight=sw, weights_per="data",
-            dropout=dropout, clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
+            validation=val, verbose=verbose, fused=fused, sample_weight=sw, dropout=dropout,
+            clip_norm=clip_norm, lr_schedule=schedule, callbacks=callbacks,
             on_divergence=on_divergence)
         self.optimizer_ = opt
         with self._memory_hint("fit", batch_size, Xd.shape[0]):

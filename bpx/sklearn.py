@@ -445,8 +445,8 @@ class _BPXBase(BaseEstimator):
         cfg = training.FitConfig(
             epochs=1 if incremental else self.max_iter, batch_size=batch_size,
             optimizer=self._optimizer, shuffle=bool(self.shuffle), validation=val_dev,
-            sample_weight=sw, dropout=params["dropout"], on_divergence="raise",
-            callbacks=[_SklearnEpochEnd(self, n, scoring)])
+            sample_weight=sw, weights_per="batch", dropout=params["dropout"],
+            on_divergence="raise", callbacks=[_SklearnEpochEnd(self, n, scoring)])
         codes = data["codes"]
         arrays = (_device(net, data["X"]), _device(net, data["T"]),
                   None if codes is None else _device(net, codes, "int64"))

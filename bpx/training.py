@@ -46,7 +46,7 @@ class FitConfig:
     sample_weight: np.ndarray | None = None  # host, shape (m,), float64
     #: how a step's gradient weighs its samples (:func:`_step_weights`): "data" (Network.fit)
     #: or "batch" (scikit-learn's MLP, which the wrappers follow)
-    weights_per: str = "batch"
+    weights_per: str = "data"
     dropout: list[float] | None = None  # one rate per hidden layer
     clip_norm: float | None = None
     lr_schedule: object = None
