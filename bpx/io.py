@@ -870,10 +870,14 @@ def from_torch_state_dict(state_dict, net):
     Parameters
     ----------
     state_dict : mapping of str → torch.Tensor (or numpy array)
-        Exactly the keys ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, ... that
+        The keys ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, ... that
         ``Sequential(Linear, activation, ..., Linear)`` with ``net.layers`` widths has,
-        e.g. ``module.state_dict()``. Tensors may live on any device and have any floating
-        dtype; they are copied and cast to the network's dtype (as ``load_state_dict`` does).
+        e.g. ``module.state_dict()``; or any other names of the same form, one
+        ``"<name>.weight"`` and ``"<name>.bias"`` per layer, taken in the mapping's order (a
+        torch module's own order): ``Sequential(Linear, ReLU, Dropout, Linear)`` ("0.", "3."),
+        a module wrapping one ("model.0.", ...), or ``fc1`` / ``fc2`` attributes. Tensors may
+        live on any device and have any floating dtype; they are copied and cast to the
+        network's dtype (as ``load_state_dict`` does).
     net : Network
         Its layer widths must match; its parameters are replaced, on its own backend. Its
         activations, loss and ``classes_`` are kept: a classifier still needs ``classes_``
@@ -898,27 +902,46 @@ def from_torch_state_dict(state_dict, net):
         msg = f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}"
         raise TypeError(msg)
     given = list(state_dict.keys())
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in given if k not in expected]
-    if missing or unexpected:
+    L = len(net.layers) - 1
+    names = _linear_names(given, L)
+    if names is None:  # not L (weight, bias) pairs: name the differences from Sequential's
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in given if k not in expected]
         msg = (f"state_dict does not fit a network with layers {net.layers}: "
                f"missing keys {missing}, unexpected keys {unexpected}; expected "
-               f"{list(expected)} (torch.nn.Sequential(Linear, activation, ..., Linear))")
+               f"{list(expected)} (torch.nn.Sequential(Linear, activation, ..., Linear)), "
+               f"or {L} pairs '<name>.weight', '<name>.bias' under any names, in order")
         raise ValueError(msg)
-    params = {}
-    for key, shape in expected.items():
-        a = _state_dict_array(torch, key, state_dict[key])
-        if a.shape != shape:
-            l = int(key.split(".")[0]) // 2
-            msg = (f"state_dict[{key!r}] has shape {a.shape}, but layer {l} of a network with "
-                   f"layers {net.layers} needs {shape}")
-            raise ValueError(msg)
-        with np.errstate(over="ignore"):  # set_params names a value the cast overflowed
-            params[key] = np.array(a, dtype=np.dtype(net.dtype), copy=True)
-    L = len(net.layers) - 1
-    net.set_params([params[f"{2 * l}.weight"] for l in range(L)],
-                   [params[f"{2 * l}.bias"] for l in range(L)])
+    params = []
+    for l, name in enumerate(names):
+        for leaf, shape in (("weight", (net.layers[l + 1], net.layers[l])),
+                            ("bias", (net.layers[l + 1],))):
+            key = f"{name}.{leaf}" if name else leaf
+            a = _state_dict_array(torch, key, state_dict[key])
+            if a.shape != shape:
+                msg = (f"state_dict[{key!r}] has shape {a.shape}, but layer {l} of a network "
+                       f"with layers {net.layers} needs {shape}")
+                raise ValueError(msg)
+            with np.errstate(over="ignore"):  # set_params names a value the cast overflowed
+                params.append(np.array(a, dtype=np.dtype(net.dtype), copy=True))
+    net.set_params(params[0::2], params[1::2])
     return net
+
+
+def _linear_names(keys: list, L: int) -> list[str] | None:
+    """The ``L`` layer names of a state dict made of ``"<name>.weight"`` / ``"<name>.bias"``
+    pairs, in the keys' order, or None when ``keys`` are not exactly that."""
+    pairs: dict[str, set] = {}
+    for k in keys:
+        if not isinstance(k, str):
+            return None
+        name, _, leaf = k.rpartition(".")
+        if leaf not in ("weight", "bias"):
+            return None
+        pairs.setdefault(name, set()).add(leaf)
+    if len(pairs) != L or any(leaves != {"weight", "bias"} for leaves in pairs.values()):
+        return None
+    return list(pairs)
 
 
 def _torch_activation(torch, act, where: str):

@@ -162,7 +162,8 @@ def _bad(sd: dict, key: str, value) -> dict:
     (lambda sd: _bad(sd, "2.bias", None), ValueError, r"missing keys \['2.bias'\]"),
     (lambda sd: _bad(sd, "6.weight", torch.zeros(1)), ValueError,
      r"unexpected keys \['6.weight'\]"),
-    (lambda sd: {f"net.{k}": v for k, v in sd.items()}, ValueError, "net.0.weight"),
+    (lambda sd: _bad(sd, "2.bias", None) | {"2.scale": torch.ones(4)}, ValueError,
+     r"unexpected keys \['2.scale'\]"),
     (lambda sd: _bad(sd, "2.weight", torch.zeros(4, 4, dtype=torch.float64)), ValueError,
      r"'2.weight'\] has shape \(4, 4\), but layer 1 .* needs \(4, 5\)"),
     (lambda sd: _bad(sd, "0.bias", torch.zeros(5, dtype=torch.int64)), TypeError,
@@ -178,6 +179,46 @@ def test_state_dicts_that_do_not_fit(change, error, match):
         from_torch_state_dict(change(to_torch_state_dict(net)), net)
     for p, q in zip(before, (*net.weights, *net.biases)):
         np.testing.assert_array_equal(p, q)  # nothing changed
+
+
+class _Wrapped(torch.nn.Module):
+    """A model as users write them: named layers, not a bare Sequential."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.out = (torch.nn.Linear(3, 5), torch.nn.Linear(5, 4),
+                                        torch.nn.Linear(4, 4))
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def _with_dropout():
+    return torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                               torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                               torch.nn.Linear(4, 4))
+
+
+@pytest.mark.parametrize("make", [
+    _with_dropout,                                                  # keys 0., 3., 6.
+    lambda: torch.nn.ModuleDict({"model": _with_dropout()}),        # model.0., model.3., ...
+    _Wrapped,                                                       # fc1., fc2., out.
+])
+def test_state_dicts_of_other_module_layouts_load_in_their_order(make):
+    # any names, one weight and bias per layer, in the state dict's (the module's) order
+    torch.manual_seed(0)
+    module = make().double().eval()
+    net = _net()  # fitted: classes_ for predict_proba
+    from_torch_state_dict(module.state_dict(), net)
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    for w, b, lin in zip(net.weights, net.biases, linears, strict=True):
+        np.testing.assert_array_equal(w, lin.weight.detach().numpy())
+        np.testing.assert_array_equal(b, lin.bias.detach().numpy())
+    z = net.predict_proba(X)  # softmax of the module's logits
+    with torch.no_grad():
+        logits = (module["model"] if isinstance(module, torch.nn.ModuleDict) else module)(
+            torch.as_tensor(X))
+    np.testing.assert_allclose(z, torch.softmax(logits, dim=-1).numpy(), **TOL)
 
 
 def test_custom_activation_has_no_torch_module():
