@@ -86,9 +86,11 @@ class Blas:
 
     def gemm(self, c, a, b, alpha: float, beta: float) -> bool:
         """``c ← alpha · a @ b + beta · c`` in place; False (nothing done) when the dtypes or
-        layouts do not fit, or an operand overlaps ``c``."""
+        layouts do not fit, ``c`` is read-only, or an operand overlaps ``c``."""
         f = self._gemm.get(c.dtype)
-        if f is None or a.dtype != c.dtype or b.dtype != c.dtype:
+        # a read-only c (a memory map, another library's immutable buffer) is declined, so
+        # the caller's NumPy path refuses it as NumPy does: BLAS would write anyway (or fault)
+        if f is None or a.dtype != c.dtype or b.dtype != c.dtype or not c.flags.writeable:
             return False
         args = gemm_args(c, a, b)
         if args is None or np.may_share_memory(c, a) or np.may_share_memory(c, b):
@@ -98,11 +100,11 @@ class Blas:
         return True
 
     def axpby(self, alpha: float, x, beta: float, y) -> bool:
-        """``y ← alpha · x + beta · y`` in place for C-contiguous ``x``, ``y`` of one dtype and
-        size; False (nothing done) otherwise."""
+        """``y ← alpha · x + beta · y`` in place for C-contiguous ``x``, writeable ``y`` of one
+        dtype and size; False (nothing done) otherwise."""
         f = self._axpby.get(y.dtype)
         if (f is None or x.dtype != y.dtype or x.size != y.size or not x.flags.c_contiguous
-                or not y.flags.c_contiguous or x.size == 0):
+                or not y.flags.c_contiguous or not y.flags.writeable or x.size == 0):
             return False
         f(x.size, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
         return True
@@ -120,8 +122,10 @@ def _candidates() -> list[str]:
 
 def load() -> tuple[Blas | None, str]:
     """NumPy's own OpenBLAS, checked, or None and why not."""
-    if os.environ.get("BPX_NUMPY_BLAS", "1").strip() == "0":
-        return None, "turned off by BPX_NUMPY_BLAS=0"
+    from bpx.backend import env_flag
+
+    if not env_flag("BPX_NUMPY_BLAS", True, "call NumPy's OpenBLAS directly", "NumPy only"):
+        return None, f"turned off by BPX_NUMPY_BLAS={os.environ['BPX_NUMPY_BLAS'].strip()}"
     noload = getattr(os, "RTLD_NOLOAD", None)
     if noload is None:
         return None, "this platform cannot look up an already loaded library (no RTLD_NOLOAD)"

@@ -50,6 +50,10 @@ def _layout(shape, strides, itemsize) -> tuple[int, int] | None:
     return None
 
 
+#: the largest dimension or leading dimension the (32-bit) cuBLAS GEMM entry points take
+_INT_MAX = 2**31 - 1
+
+
 def gemm_args(a_shape, a_strides, b_shape, b_strides, itemsize: int) -> GemmArgs | None:
     """How to compute the row-major ``(m, n)`` product ``a @ b`` with one column-major GEMM.
 
@@ -67,6 +71,8 @@ def gemm_args(a_shape, a_strides, b_shape, b_strides, itemsize: int) -> GemmArgs
     la = _layout(a_shape, a_strides, itemsize)
     lb = _layout(b_shape, b_strides, itemsize)
     if la is None or lb is None:
+        return None
+    if max(m, n, k, la[1], lb[1]) > _INT_MAX:  # cublasSgemm_v2 takes 32-bit ints
         return None
     return GemmArgs(op_p=lb[0], op_q=la[0], m=n, n=m, k=k, ld_p=lb[1], ld_q=la[1], ld_c=n)
 

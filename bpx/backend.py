@@ -309,6 +309,9 @@ class NumpyOps(InplaceOps):
 
     def __init__(self, xp: Any):
         super().__init__(xp, np)
+        # BPX_NUMPY_BLAS is read when the BLAS is first needed (inside the first step): a
+        # value that is not understood is refused now, before training starts
+        env_flag("BPX_NUMPY_BLAS", True, "call NumPy's OpenBLAS directly", "NumPy only")
         self._blas = None
         self._blas_tried = False
         #: why NumPy's OpenBLAS is not called directly (None while it is, or before first use)
@@ -390,10 +393,14 @@ class NumpyOps(InplaceOps):
         return z
 
     def adam(self, w, g, m, v, lr, beta1, beta2, eps, c1, c2, decay):
-        blas = self.blas if w.size >= _BLAS_MIN else None
-        if blas is not None and all(x.flags.c_contiguous and x.dtype == w.dtype
-                                    and x.size == w.size for x in (w, g, m, v)):
-            return self._adam_blas(blas, w, g, m, v, lr, beta1, beta2, eps, c1, c2, decay)
+        # BLAS axpby with beta = 0 writes y without reading it: a NaN already in m or v would
+        # vanish there instead of spreading as in Ops, so beta1 = 0 or beta2 = 0 stay here
+        blas = self.blas if w.size >= _BLAS_MIN and beta1 > 0 and beta2 > 0 else None
+        if blas is not None and all(x.flags.c_contiguous and x.flags.writeable
+                                    and x.dtype == w.dtype and x.size == w.size
+                                    for x in (w, g, m, v)):
+            if blas.axpby(1.0 - beta1, g, beta1, m):  # declined (a dtype BLAS lacks): below
+                return self._adam_blas(blas, w, g, m, v, lr, beta1, beta2, eps, c1, c2, decay)
         # Ops: w − (lr/c1) m / (√(v/c2) + eps). Since √(v/c2) = √v / √c2, multiplying numerator
         # and denominator by √c2 gives  w − (lr √c2 / c1) m / (√v + eps √c2): the same value,
         # with the bias corrections folded into two scalars (one pass fewer over v).
@@ -422,8 +429,9 @@ class NumpyOps(InplaceOps):
         # The same folded form as above, with the moment updates as BLAS axpby, one pass each
         # (m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²) and the step as axpy (axpby, β = 1):
         # 7 passes over the arrays instead of 12.
-        r = math.sqrt(c2)  # (the caller checked: one dtype, one size, all C-contiguous)
-        blas.axpby(1.0 - beta1, g, beta1, m)
+        # the caller checked one dtype, one size, all C-contiguous and writeable, and has
+        # already made the first update, m ← β1 m + (1−β1) g, the one call that could decline
+        r = math.sqrt(c2)
         np.multiply(g, g, out=g)
         blas.axpby(1.0 - beta2, g, beta2, v)
         np.sqrt(v, out=g)
@@ -522,7 +530,8 @@ class CupyOps(InplaceOps):
     _gemm = None
 
     def step_graphs(self):
-        if self.graph_error is not None or os.environ.get("BPX_CUPY_GRAPHS", "1").strip() == "0":
+        if self.graph_error is not None or not env_flag(
+                "BPX_CUPY_GRAPHS", True, "replay captured steps", "run every step as written"):
             return None
         graphs = CupyStepGraphs(self)
         # without the direct cuBLAS calls every capture would fail: run steps as written
@@ -1003,7 +1012,8 @@ def _make_on(name: str, device=None, reason: str = "") -> Backend:
 
         xp = array_api_compat.array_namespace(cupy.empty(0))
         dev = cupy.cuda.Device(device if device is not None else cupy.cuda.runtime.getDevice())
-        fused = os.environ.get("BPX_CUPY_FUSED", "1").strip() != "0"
+        fused = env_flag("BPX_CUPY_FUSED", True, "CuPy's fused kernels and graphs",
+                         "the portable in-place path")
         ops = CupyOps(xp, cupy) if fused else InplaceOps(xp, cupy)
         return Backend("cupy", xp, dev, reason, ops)
     if name == "torch":
@@ -1138,17 +1148,27 @@ def resolve(backend: str | types.ModuleType | Backend | None = None, *, device=N
     return _make("numpy", None, f"fallback from {name}: {reason}")
 
 
-def _strict_from_environment() -> bool:
-    """``BPX_STRICT_BACKEND``: 1/true/yes/on raise, 0/false/no/off/unset warn; other values
-    are refused rather than read as off (a job relying on it would run on the CPU)."""
-    value = os.environ.get("BPX_STRICT_BACKEND", "").strip().lower()
+def env_flag(name: str, default: bool, on: str, off: str) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (any case), unset or
+    empty for ``default``. Other values are refused rather than guessed at (``=false`` read
+    as "on" would silently keep what the user meant to turn off); ``on`` / ``off`` say
+    what 1 and 0 do, for the message."""
+    value = os.environ.get(name, "").strip().lower()
     if value in {"1", "true", "yes", "on"}:
         return True
-    if value in {"", "0", "false", "no", "off"}:
+    if value in {"0", "false", "no", "off"}:
         return False
-    msg = (f"BPX_STRICT_BACKEND={value!r} is not understood; use 1 (raise when a backend "
-           "cannot run) or 0 (fall back to numpy with a warning)")
+    if value == "":
+        return default
+    msg = f"{name}={value!r} is not understood; use 1 ({on}) or 0 ({off})"
     raise ValueError(msg)
+
+
+def _strict_from_environment() -> bool:
+    """``BPX_STRICT_BACKEND``: on raises when a backend cannot run, off (the default) warns;
+    a job relying on it must not run on the CPU because of a typo."""
+    return env_flag("BPX_STRICT_BACKEND", False, "raise when a backend cannot run",
+                    "fall back to numpy with a warning")
 
 
 def check_dtype(dtype) -> str:

@@ -413,6 +413,13 @@ class Network:
                    f"from it; give finite parameters with set_params(...) or build a new "
                    f"Network")
             raise ValueError(msg)
+        for name, p in self._named_params():
+            if not getattr(getattr(p, "flags", None), "writeable", True):
+                msg = (f"fit: the network's {name} is a read-only array (a memory map, or "
+                       f"another library's immutable buffer, assigned to net.{name} "
+                       f"directly), and training updates the parameters in place; give them "
+                       f"with set_params(...), which copies")
+                raise ValueError(msg)
         dropout = _check_dropout(dropout, len(self.layers) - 2)
         if clip_norm is not None:
             clip_norm = _positive_float("clip_norm", clip_norm)
@@ -584,16 +591,20 @@ class Network:
                    f"unchanged")
             raise ValueError(msg)
 
+    def _named_params(self) -> list[tuple[str, object]]:
+        """``[("weights[0]", W[0]), ..., ("biases[0]", b[0]), ...]``."""
+        return [*((f"weights[{k}]", w) for k, w in enumerate(self.weights)),
+                *((f"biases[{k}]", b) for k, b in enumerate(self.biases))]
+
     def _first_non_finite(self) -> str | None:
         """The name of the first parameter array holding NaN or ±inf (``"weights[1]"``), or
         None when all are finite."""
         xp = self.xp
-        params = [*self.weights, *self.biases]
-        flags = self._backend.to_host(xp.stack([xp.all(xp.isfinite(p)) for p in params]))
-        L = len(self.weights)
-        for k, ok in enumerate(flags):  # one host read for all of them
+        named = self._named_params()
+        flags = self._backend.to_host(xp.stack([xp.all(xp.isfinite(p)) for _, p in named]))
+        for (name, _), ok in zip(named, flags):  # one host read for all of them
             if not ok:
-                return f"weights[{k}]" if k < L else f"biases[{k - L}]"
+                return name
         return None
 
     def save(self, path) -> None:

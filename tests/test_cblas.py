@@ -76,6 +76,12 @@ def test_gemm_declines_what_it_cannot_do(rng):
     square = rng.standard_normal((8, 8)).astype(np.float32)
     assert not BLAS.gemm(square, square, square.T, 1.0, 1.0)  # c overlaps an operand
     np.testing.assert_array_equal(c, before)
+    # read-only c, here the memory of an immutable bytes object: BLAS would write it anyway
+    frozen = bytes(c.tobytes())
+    c_ro = np.frombuffer(frozen, dtype=np.float32).reshape(8, 8)
+    assert not c_ro.flags.writeable
+    assert not BLAS.gemm(c_ro, a, b, -1.0, 1.0)
+    assert frozen == before.tobytes()
 
 
 @needs_blas
@@ -88,14 +94,27 @@ def test_axpby_matches_numpy(rng, dtype):
     tol = 1e-6 if dtype == "float32" else 1e-14
     np.testing.assert_allclose(y, 0.1 * x + 0.9 * y0, rtol=tol, atol=tol)
     assert not BLAS.axpby(0.1, x[:, ::2], 0.9, y[:, :9])  # not contiguous
+    frozen = bytes(y0.tobytes())  # a read-only y: declined, its memory untouched
+    assert not BLAS.axpby(0.1, x, 0.9, np.frombuffer(frozen, dtype=dtype).reshape(y0.shape))
+    assert frozen == y0.tobytes()
     assert not BLAS.axpby(0.1, x.astype(np.float32 if dtype == "float64" else np.float64),
                           0.9, y)
 
 
-def test_load_can_be_turned_off(monkeypatch):
-    monkeypatch.setenv("BPX_NUMPY_BLAS", "0")
+@pytest.mark.parametrize("value", ["0", "false", "OFF", " no "])
+def test_load_can_be_turned_off(monkeypatch, value):
+    # "false" used to leave the direct calls on: only "0" was read
+    monkeypatch.setenv("BPX_NUMPY_BLAS", value)
     blas, why = _cblas.load()
-    assert blas is None and "BPX_NUMPY_BLAS=0" in why
+    assert blas is None and f"BPX_NUMPY_BLAS={value.strip()}" in why
+
+
+def test_a_value_of_bpx_numpy_blas_that_is_not_understood_is_refused_up_front(monkeypatch):
+    import bpx
+
+    monkeypatch.setenv("BPX_NUMPY_BLAS", "maybe")
+    with pytest.raises(ValueError, match=r"BPX_NUMPY_BLAS='maybe' is not understood; use 1 "):
+        bpx.Network([3, 4, 2], backend="numpy")
 
 
 @needs_blas

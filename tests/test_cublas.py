@@ -71,6 +71,10 @@ def test_gemm_args_refuse_what_one_gemm_cannot_do():
     assert _cublas.gemm_args((6, 4), a.strides, (3, 3), (24, 8), size) is None  # k mismatch
     assert _cublas.gemm_args((0, 4), (32, 8), b.shape, b.strides, size) is None  # empty
     assert _cublas.gemm_args((2, 3, 4), (96, 32, 8), b.shape, b.strides, size) is None
+    # beyond the 32-bit ints cublasSgemm_v2 takes (ctypes would wrap 2**32 + 5 to 5)
+    big = 2**31
+    assert _cublas.gemm_args((2, big), (big * 8, 8), (big, 3), (24, 8), size) is None
+    assert _cublas.gemm_args((big, 4), (32, 8), b.shape, b.strides, size) is None
 
 
 def _byte_bounds(x):

@@ -286,6 +286,60 @@ def test_adam_blas_path_skips_non_contiguous_weights(ops, rng):
         _close(x_got, x_want, "float32", atol=1e-6)
 
 
+def test_adam_in_a_dtype_blas_lacks_takes_the_ufunc_path(ops, rng):
+    # the BLAS path used to start, find axpby declining the dtype, and update nothing
+    # (float128 here; bpx's networks are float32 / float64, but Ops methods take any float)
+    dtype = "longdouble"
+    if np.dtype(dtype).itemsize <= 8:
+        pytest.skip("long double is float64 on this platform: BLAS takes it")
+    fast, ref = ops
+    shape = (256, 200)
+    w, g = _draw(rng, shape, dtype), _draw(rng, shape, dtype)
+    m, v = np.zeros(shape, dtype), np.zeros(shape, dtype)
+    args = (1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, 0.0)
+    want = ref.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args)
+    got = fast.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args)
+    for x_got, x_want in zip(got, want):
+        np.testing.assert_allclose(x_got.astype(np.float64), x_want.astype(np.float64),
+                                   rtol=1e-12)
+    assert not np.array_equal(got[0], w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_with_a_zero_beta_spreads_nan_as_the_portable_path(ops, rng, dtype):
+    # BLAS axpby with beta = 0 never reads y, so a NaN or inf already in m or v vanished
+    # there; in Ops it spreads, and training reports the divergence
+    fast, ref = ops
+    shape = (256, 200)
+    w, g = _draw(rng, shape, dtype), np.ones(shape, dtype)
+    m, v = np.zeros(shape, dtype), np.zeros(shape, dtype)
+    m[0, 1], v[0, 0] = np.nan, np.inf
+    args = (1e-3, 0.0, 0.0, 1e-8, 1.0, 1.0, 0.0)
+    with np.errstate(invalid="ignore"):  # 0 · inf, on purpose
+        want = ref.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args)
+        got = fast.adam(w.copy(), g.copy(), m.copy(), v.copy(), *args)
+    for x_got, x_want in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(x_got), np.isnan(x_want))
+    assert np.isnan(got[0][0, 0]) and np.isnan(got[0][0, 1])
+
+
+@pytest.mark.parametrize("method", ["descend", "adam"])
+def test_fast_paths_never_write_read_only_memory(ops, rng, method):
+    # a read-only W (a memory map, an immutable bytes buffer): refused as NumPy refuses it,
+    # not written through BLAS behind NumPy's back (or a segmentation fault, for a map)
+    fast, _ = ops
+    w0 = _draw(rng, (256, 200), "float32")
+    frozen = bytes(w0.tobytes())
+    w = np.frombuffer(frozen, dtype=np.float32).reshape(w0.shape)
+    with pytest.raises(ValueError, match="read-only"):
+        if method == "descend":
+            fast.descend(w, _draw(rng, (8, 256), "float32").mT, _draw(rng, (8, 200), "float32"))
+        else:
+            fast.adam(w, _draw(rng, w0.shape, "float32"), np.zeros_like(w0),
+                      np.zeros_like(w0), 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, 0.0)
+    assert frozen == w0.tobytes()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 64, 700])
 def test_descend_bias_matches_the_sum_and_subtraction(ops, rng, dtype, m):

@@ -826,6 +826,25 @@ def test_a_batch_whose_sample_weights_are_all_zero_is_skipped(be):
     np.testing.assert_allclose(weighted.history["loss"], without.history["loss"], rtol=1e-10)
 
 
+def test_fit_refuses_read_only_parameters_and_writes_nothing(tmp_path):
+    # weights assigned to net.weights directly from a memory map: the fast paths wrote them
+    # through BLAS (a segmentation fault for a read-only map), the plain path failed inside
+    # NumPy; fit now names the parameter, before anything changes. predict only reads.
+    r = np.random.default_rng(6)
+    X, y = r.standard_normal((64, 300)).astype(np.float32), r.integers(0, 4, 64)
+    net = bpx.Network([300, 256, 4], backend="numpy", seed=0)
+    np.save(tmp_path / "w0.npy", net.weights[0])
+    net.weights[0] = np.load(tmp_path / "w0.npy", mmap_mode="r")
+    before = (tmp_path / "w0.npy").read_bytes()
+    with pytest.raises(ValueError, match=r"^fit: the network's weights\[0\] is a read-only "
+                                         r"array .*set_params"):
+        net.fit(X, y, epochs=1)
+    assert (tmp_path / "w0.npy").read_bytes() == before and net.classes_ is None
+    net.set_params(net.weights, net.biases)  # copies: trains now
+    net.fit(X, y, epochs=1)
+    assert net.predict(X).shape == (64,)
+
+
 def test_sample_weights_act_at_batch_size_one(be):
     # each step's gradient is Σ w ∇L / (batch size), the weights rescaled to mean 1: at
     # batch_size=1 a step is plain SGD at rate lr·ŵ_i. (Weighted means per batch, as
