@@ -863,6 +863,18 @@ class Backend:
         """A NumPy copy (or view) of ``x`` in host memory."""
         return to_host(x)
 
+    def entered(self):
+        """A context in which this backend's device is the current one.
+
+        CuPy launches every kernel on the *current* device, whatever device its arrays are
+        on: a network on GPU 1 would fail (or read peer memory) while GPU 0 is current.
+        Entering a device that is already current costs nothing. torch and JAX place work
+        by the arrays' own device: nothing to enter.
+        """
+        if self.name == "cupy":
+            return self.device  # cupy.cuda.Device is a context manager
+        return contextlib.nullcontext()
+
     def synchronize(self) -> None:
         """Wait for queued device work; needed before any host clock is read."""
         if self.name == "cupy":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -16,6 +17,15 @@ from bpx import backprop, initializers, training
 from bpx import losses as _losses
 from bpx.backend import check_dtype, resolve
 from bpx.exceptions import NotFittedError, OutOfMemoryError
+
+
+def _on_device(method):
+    """Run ``method`` with the network's device current (``Backend.entered``: CuPy)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._backend.entered():
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Network:
@@ -130,6 +140,7 @@ class Network:
     # ---------------------------------------------------------------------------------
     # parameters and backend
     # ---------------------------------------------------------------------------------
+    @_on_device
     def _set_params(self, W, b) -> None:
         be, dt = self._backend, self._backend.dtype(self.dtype)
         # copies: training updates the parameters in place, never the caller's arrays; both
@@ -345,6 +356,7 @@ class Network:
     # ---------------------------------------------------------------------------------
     # the public API
     # ---------------------------------------------------------------------------------
+    @_on_device
     def fit(self, X, y, *, epochs: int = 10, batch_size: int = 32, optimizer="sgd",
             lr: float | None = None, momentum: float = 0.0, nesterov: bool = False,
             weight_decay: float = 0.0, shuffle: bool = True, validation_data=None,
@@ -628,6 +640,7 @@ class Network:
             parts.append(a[-1])
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
+    @_on_device
     def predict_proba(self, X, *, batch_size: int | None = None):
         """Class probabilities, shape (m, n_classes), on the network's backend.
 
@@ -649,6 +662,7 @@ class Network:
         with self._memory_hint(what, batch_size, Xd.shape[0]):
             return self._output(Xd, batch_size)
 
+    @_on_device
     def predict(self, X, *, batch_size: int | None = None):
         """Class labels (NumPy, host) for classifiers; outputs (backend array) for regressors.
 
@@ -683,6 +697,7 @@ class Network:
             return xp.astype(a[:, 0] > 0.5, xp.int64)
         return xp.argmax(a, axis=1)
 
+    @_on_device
     def evaluate(self, X, y, *, batch_size: int | None = None) -> dict[str, float]:
         """Mean loss, and accuracy for classifiers: ``{"loss": ..., "accuracy": ...}``."""
         if batch_size is not None:

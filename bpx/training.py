@@ -58,8 +58,14 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
     """Run ``cfg.epochs`` epochs of mini-batch training on ``net`` (parameters updated).
 
     X : (m, n_0) and Y : (m, n_L) arrays on the network's device; ``codes`` : (m,) int class
-    indices (classifiers) or None.
+    indices (classifiers) or None. Runs with the network's device current (CuPy's graph
+    stream and cuBLAS handle, made here, belong to the current device).
     """
+    with net._backend.entered():
+        _train(net, X, Y, codes, cfg)
+
+
+def _train(net, X, Y, codes, cfg: FitConfig) -> None:
     be = net._backend
     m = X.shape[0]
     b = min(cfg.batch_size, m)  # a batch larger than the data set is the whole data set

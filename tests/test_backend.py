@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import types
@@ -301,3 +302,44 @@ def test_row_kernels_match_portable(be, rng, dtype):
     assert getattr(be.ops, "row_kernels_error", None) is None
     if be.name == "cupy" and os.environ.get("BPX_CUPY_FUSED", "1") != "0":
         assert fused is not None  # the fused path is really taken on CuPy
+
+
+def test_the_network_enters_its_device_for_all_its_work(clean_env, monkeypatch):
+    # CuPy launches kernels on the current device, whatever device the arrays are on: a
+    # network on GPU 1 must make GPU 1 current for its work (Backend.entered). Here a
+    # recorder stands in for the device context, on NumPy
+    import dataclasses
+
+    entered = []
+
+    class Recorder:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return False
+
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = np.arange(20) % 2
+    net = bpx.Network([3, 4, 2], backend="numpy", seed=0)
+    monkeypatch.setattr(B.Backend, "entered", lambda self: Recorder())
+    for call in (lambda: net.fit(X, y, epochs=1), lambda: net.predict(X),
+                 lambda: net.predict_proba(X), lambda: net.evaluate(X, y),
+                 lambda: net.set_params(*net.get_params()), lambda: net.to("numpy")):
+        entered.clear()
+        call()
+        assert entered, call
+    pytest.importorskip("sklearn", reason="scikit-learn not installed")
+    from sklearn.exceptions import ConvergenceWarning
+
+    from bpx.sklearn import BPXClassifier
+
+    entered.clear()
+    with pytest.warns(ConvergenceWarning):
+        BPXClassifier(hidden_layer_sizes=(4,), max_iter=2, backend="numpy").fit(X, y)
+    assert len(entered) >= 2  # the training loop, and the network's own calls
+    monkeypatch.undo()
+    be = B.resolve("numpy")
+    assert isinstance(be.entered(), contextlib.nullcontext)
+    fake = dataclasses.replace(be, name="cupy", device=Recorder())
+    assert isinstance(fake.entered(), Recorder)
