@@ -7,6 +7,7 @@ math never sees anything but finite float arrays of the right shape.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import array_api_compat
@@ -201,3 +202,15 @@ def check_sample_weight(sample_weight, m: int) -> np.ndarray | None:
         msg = "sample_weight must be finite, >= 0 and not all zero"
         raise ValueError(msg)
     return w
+
+
+def check_class_weight_values(class_weight: dict) -> None:
+    """The values of a ``class_weight`` dict: numbers, finite and >= 0 (a negative or NaN
+    weight would silently drop a class; a weight of 0 leaves it out on purpose)."""
+    values = list(class_weight.values())
+    if not all(is_real(w) for w in values):
+        msg = f"class_weight values must be numbers, got {class_weight!r}"
+        raise ValueError(msg)
+    if not all(math.isfinite(float(w)) and float(w) >= 0 for w in values):
+        msg = f"class_weight values must be finite and >= 0, got {class_weight!r}"
+        raise ValueError(msg)

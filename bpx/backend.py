@@ -871,7 +871,7 @@ class Backend:
         Entering a device that is already current costs nothing. torch and JAX place work
         by the arrays' own device: nothing to enter.
         """
-        if self.name == "cupy":
+        if self.name == "cupy" and hasattr(self.device, "__enter__"):
             return self.device  # cupy.cuda.Device is a context manager
         return contextlib.nullcontext()
 

@@ -330,7 +330,9 @@ def _atomic_write(path: str, chunks) -> None:
     if old_mode is not None and not os.access(path, os.W_OK):
         raise PermissionError(errno.EACCES, "Permission denied: the file is write-protected",
                               path)
-    fd, tmp = _temporary_file(directory, name, path)
+    # a file that exists keeps its mode, and its replacement is private until then: written
+    # as 0o600, never readable by others while the old file was not
+    fd, tmp = _temporary_file(directory, name, path, 0o600 if old_mode is not None else 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
@@ -347,7 +349,7 @@ def _atomic_write(path: str, chunks) -> None:
     _sync_directory(directory)
 
 
-def _temporary_file(directory: str, name: str, path: str) -> tuple[int, str]:
+def _temporary_file(directory: str, name: str, path: str, mode: int) -> tuple[int, str]:
     """A new file in ``directory`` for :func:`_atomic_write`: (descriptor, its path)."""
     # the temporary name must stay within NAME_MAX (255 bytes) whatever ``name``'s length
     stem = name if len(os.fsencode(name)) <= 128 else "bpx-" + hashlib.sha256(
@@ -356,7 +358,7 @@ def _temporary_file(directory: str, name: str, path: str) -> tuple[int, str]:
         tmp = os.path.join(directory, f".{stem}.{secrets.token_hex(4)}.tmp")
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                           0o666), tmp
+                           mode), tmp
         except FileExistsError:
             continue
         except OSError as exc:
@@ -407,7 +409,7 @@ def load(path, backend=None, *, device=None, on_unavailable=None):
     from bpx.backend import resolve
     from bpx.network import Network
 
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # str, bytes or os.PathLike, as open() takes
     be = resolve(backend, device=device, on_unavailable=on_unavailable)
     config, tensors = _read(path)
     net = Network.__new__(Network)  # no initial weights drawn: the file's replace them
@@ -844,13 +846,10 @@ def to_torch_state_dict(net):
 
 
 def _state_dict_array(torch, key: str, value) -> np.ndarray:
-    if torch.is_tensor(value):
-        t = value.detach().cpu()
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.to(torch.float32)  # exact; NumPy has no bfloat16
-        a = t.numpy()
-    elif isinstance(value, np.ndarray):
-        a = value
+    if torch.is_tensor(value) or isinstance(value, np.ndarray):
+        from bpx.backend import to_host
+
+        a = to_host(value)  # bfloat16 / float8 (torch's, ml_dtypes') as float32: exact
     else:
         msg = (f"state_dict[{key!r}] must be a torch.Tensor or numpy array, got "
                f"{type(value).__name__}")
@@ -903,7 +902,10 @@ def from_torch_state_dict(state_dict, net):
         raise TypeError(msg)
     given = list(state_dict.keys())
     L = len(net.layers) - 1
-    names = _linear_names(given, L)
+    if set(given) == set(expected):  # Sequential's own names, whatever their order
+        names = [str(2 * l) for l in range(L)]
+    else:
+        names = _linear_names(given, L)
     if names is None:  # not L (weight, bias) pairs: name the differences from Sequential's
         missing = [k for k in expected if k not in state_dict]
         unexpected = [k for k in given if k not in expected]
@@ -930,7 +932,13 @@ def from_torch_state_dict(state_dict, net):
 
 def _linear_names(keys: list, L: int) -> list[str] | None:
     """The ``L`` layer names of a state dict made of ``"<name>.weight"`` / ``"<name>.bias"``
-    pairs, in the keys' order, or None when ``keys`` are not exactly that."""
+    pairs, or None when ``keys`` are not exactly that.
+
+    Names that all end in an index (``"0"``, ``"3"``, ``"model.6"``: a ``Sequential``'s
+    modules) go by that index, since a file format may have sorted the keys as strings
+    (``safetensors`` gives "0.", "10.", "2.", ...); other names (``fc1``, ``out``) go in the
+    mapping's order, a torch module's own.
+    """
     pairs: dict[str, set] = {}
     for k in keys:
         if not isinstance(k, str):
@@ -941,7 +949,13 @@ def _linear_names(keys: list, L: int) -> list[str] | None:
         pairs.setdefault(name, set()).add(leaf)
     if len(pairs) != L or any(leaves != {"weight", "bias"} for leaves in pairs.values()):
         return None
-    return list(pairs)
+    names = list(pairs)
+    last = [n.rpartition(".")[2] for n in names]
+    if all(x.isascii() and x.isdigit() for x in last):
+        prefixes = {n.rpartition(".")[0] for n in names}
+        if len(prefixes) == 1:  # one Sequential: its module indices give the order
+            names.sort(key=lambda n: int(n.rpartition(".")[2]))
+    return names
 
 
 def _torch_activation(torch, act, where: str):

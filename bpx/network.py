@@ -529,14 +529,9 @@ class Network:
                 msg = (f"class_weight names labels not in y: {unknown}; "
                        f"classes are {self.classes_.tolist()}")
                 raise ValueError(msg)
-            values = [class_weight.get(c, 1.0) for c in self.classes_.tolist()]
-            if not all(v.is_real(w) for w in values):
-                msg = f"class_weight values must be numbers, got {class_weight!r}"
-                raise ValueError(msg)
-            per_class = np.array([float(w) for w in values])
-            if not np.all(np.isfinite(per_class)) or np.any(per_class < 0):
-                msg = f"class_weight values must be finite and >= 0, got {class_weight!r}"
-                raise ValueError(msg)
+            v.check_class_weight_values(class_weight)
+            per_class = np.array([float(class_weight.get(c, 1.0))
+                                  for c in self.classes_.tolist()])
         else:
             msg = ("class_weight must be a dict {label: weight} or 'balanced', "
                    f"got {class_weight!r}")

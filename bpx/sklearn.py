@@ -50,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from bpx import activations as _acts
 from bpx import training
-from bpx._validation import is_real, refuse_masked
+from bpx._validation import check_class_weight_values, refuse_masked
 from bpx.backend import check_dtype, resolve, to_host
 from bpx.callbacks import Callback
 from bpx.network import Network
@@ -298,8 +298,15 @@ class _BPXBase(BaseEstimator):
                    f"({len(hidden)}), got {dropout!r}")
             raise ValueError(msg)
         self._check_own_params()
-        # last: resolving may probe a GPU, and warns where it falls back to NumPy
-        backend = resolve(self.backend)
+        # last: resolving may probe a GPU, and warns where it falls back to NumPy; a fitted
+        # network made from the same setting keeps its backend (partial_fit after partial_fit
+        # neither probes nor warns again)
+        net = self.__dict__.get("network_")
+        resolved_from = self.__dict__.get("_backend_param", _UNSET)
+        if net is not None and resolved_from is not _UNSET and resolved_from == self.backend:
+            backend = net._backend
+        else:
+            backend = resolve(self.backend)
         return {"hidden": [int(n) for n in hidden],
                 "dropout": [float(r) for r in rates] if any(rates) else None,
                 "dtype": dtype, "backend": backend}
@@ -455,6 +462,7 @@ class _BPXBase(BaseEstimator):
         return {"cfg": cfg, "data": arrays}
 
     def _initialize(self, n_features: int, n_outputs: int, params: dict):
+        self._backend_param = self.backend  # what network_'s backend was resolved from
         layers = [n_features, *params["hidden"], n_outputs]
         self.network_ = Network(layers, activation=self.activation, loss=self._loss_name,
                                 backend=params["backend"], dtype=params["dtype"],
@@ -676,13 +684,7 @@ class BPXClassifier(ClassifierMixin, _BPXBase):
         if not isinstance(cw, dict):
             msg = f"class_weight must be a dict {{label: weight}}, 'balanced' or None, got {cw!r}"
             raise ValueError(msg)
-        # as bpx.Network.fit: a negative or NaN weight would silently drop a class
-        if not all(is_real(w) for w in cw.values()):
-            msg = f"class_weight values must be numbers, got {cw!r}"
-            raise ValueError(msg)
-        if not all(math.isfinite(w) and w >= 0 for w in cw.values()):
-            msg = f"class_weight values must be finite and >= 0, got {cw!r}"
-            raise ValueError(msg)
+        check_class_weight_values(cw)  # as bpx.Network.fit
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -944,6 +946,9 @@ class _PickledNetwork:
         net.classes_, net._y_shape, net.history, net._rng = (
             self.classes, self.y_shape, self.history, self.rng)
         return net
+
+
+_UNSET = object()
 
 
 def _take(data: dict, keep: np.ndarray) -> dict:

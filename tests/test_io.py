@@ -452,6 +452,35 @@ def test_save_never_sets_the_process_umask(tmp_path, monkeypatch):
     assert os.stat(tmp_path / "m.safetensors").st_mode & 0o777 == 0o640
 
 
+def test_the_replacement_of_a_private_file_is_never_readable_by_others(saved, monkeypatch):
+    # an existing 0o600 model: its replacement is written as 0o600 too (0o644 under umask
+    # 022 would let another user read the new bytes before the final chmod)
+    net, path = saved
+    os.chmod(path, 0o600)
+    seen = []
+    real = os.fsync
+
+    def spy(fd):
+        seen.append(os.fstat(fd).st_mode & 0o777)
+        return real(fd)
+
+    old = os.umask(0o022)
+    try:
+        monkeypatch.setattr(io.os, "fsync", spy)
+        io.save(net, path)
+    finally:
+        os.umask(old)
+    assert seen and seen[0] == 0o600 and os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_load_names_a_bytes_path_as_text(tmp_path):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\xff" * 16)
+    with pytest.raises(ModelFileError) as info:
+        io.load(os.fsencode(bad), backend="numpy")
+    assert str(info.value).startswith(f"{bad}: ")
+
+
 def test_save_refuses_a_write_protected_file(saved, monkeypatch):
     # a plain open(path, "wb") refuses a file without write permission, and so does save,
     # although its rename (which needs only the folder's permission) could replace it.

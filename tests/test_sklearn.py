@@ -797,3 +797,19 @@ def test_a_pickled_estimator_with_non_finite_weights_still_loads(iris):
     back = pickle.loads(pickle.dumps(clf))
     assert np.isnan(back.network_.weights[0][0, 0])
     np.testing.assert_array_equal(back.network_.weights[1], net.weights[1])
+
+
+def test_partial_fit_resolves_the_backend_once(iris, monkeypatch):
+    # each call used to resolve (probe) the backend again: a fallback warned every call
+    import bpx
+
+    X, y = iris
+    monkeypatch.setattr(bpx.backend, "probe",
+                        lambda name: (name != "cupy", "no GPU here (stand-in)"))
+    est = BPXClassifier(hidden_layer_sizes=(4,), backend="cupy", random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            est.partial_fit(X, y, classes=np.unique(y))
+    fallbacks = [w for w in caught if issubclass(w.category, bpx.BackendFallbackWarning)]
+    assert len(fallbacks) == 1 and est.network_.backend == "numpy"

@@ -221,6 +221,40 @@ def test_state_dicts_of_other_module_layouts_load_in_their_order(make):
     np.testing.assert_allclose(z, torch.softmax(logits, dim=-1).numpy(), **TOL)
 
 
+@pytest.mark.parametrize("wrap", ["", "model."])
+def test_a_state_dict_with_sorted_keys_loads_by_module_index(tmp_path, wrap):
+    # safetensors.torch.load_file (and dict(sorted(...))) gives "0.", "10.", "2.", ...: the
+    # layers go by their Sequential index, not the keys' order (equal widths would not
+    # catch a swap: 7 layers of 3)
+    src, dst = _net((3,) * 8, loss="mse", fit=False, seed=1), _net((3,) * 8, loss="mse",
+                                                                  fit=False, seed=2)
+    sd = to_torch_state_dict(src)
+    sd = {f"{wrap}{k}": v for k, v in sorted(sd.items())}
+    assert list(sd)[2] == f"{wrap}10.bias"
+    from_torch_state_dict(sd, dst)
+    for p, q in zip((*src.weights, *src.biases), (*dst.weights, *dst.biases)):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "ml_dtypes.bfloat16"])
+def test_state_dicts_in_float_dtypes_numpy_lacks(dtype):
+    # read as float32 (exact) as every other input is: torch's float8 and ml_dtypes arrays
+    # used to be refused
+    net = _net(dtype="float32", fit=False)
+    sd = to_torch_state_dict(net)
+    if dtype.startswith("ml_dtypes."):
+        ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes not installed")
+        low = {k: v.numpy().astype(getattr(ml_dtypes, dtype.split(".")[1]))
+               for k, v in sd.items()}
+        want = {k: v.astype(np.float32) for k, v in low.items()}
+    else:
+        low = {k: v.to(getattr(torch, dtype)) for k, v in sd.items()}
+        want = {k: v.float().numpy() for k, v in low.items()}
+    from_torch_state_dict(low, net)
+    np.testing.assert_array_equal(net.weights[0], want["0.weight"])
+    np.testing.assert_array_equal(net.biases[2], want["4.bias"])
+
+
 def test_custom_activation_has_no_torch_module():
     mine = activations.Activation("mine", lambda z, ops: z, lambda g, a, ops: g)
     net = bpx.Network([3, 4, 2], activation=mine, backend="numpy", dtype="float64", seed=0)
