@@ -17,6 +17,7 @@ last epoch, one forward pass on the first batch checks the last update.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -66,6 +67,12 @@ def train(net, X, Y, codes, cfg: FitConfig) -> None:
 
 
 def _train(net, X, Y, codes, cfg: FitConfig) -> None:
+    if cfg.sample_weight is not None:
+        # to mean 1 on the host, in float64 (by the max first, so the mean cannot overflow),
+        # once for all epochs: the weighted cost is unchanged, and weights like 1e39 or
+        # 1e-50 neither overflow nor vanish in float32 on the device
+        sw = cfg.sample_weight / np.max(cfg.sample_weight)
+        cfg = dataclasses.replace(cfg, sample_weight=sw / np.mean(sw))
     be = net._backend
     m = X.shape[0]
     b = min(cfg.batch_size, m)  # a batch larger than the data set is the whole data set
@@ -160,13 +167,7 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
     opt = cfg.optimizer
     acts = [*net.activations, net.output]
     decay_mask = [True, False] * len(net.weights)  # weight decay on W, not on b
-    sw = cfg.sample_weight
-    if sw is not None:
-        # to mean 1 on the host, in float64 (by the max first, so the mean cannot overflow):
-        # the weighted cost is unchanged, and weights like 1e39 or 1e-50 neither overflow
-        # nor vanish in float32 on the device
-        sw = sw / np.max(sw)
-        sw = sw / np.mean(sw)
+    sw = cfg.sample_weight  # mean 1 (train rescaled them)
     if cfg.shuffle:
         perm_host = net._rng.permutation(m)
         perm = be.asarray(perm_host, dtype=xp.int64)
