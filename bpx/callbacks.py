@@ -89,10 +89,19 @@ class EarlyStopping(Callback):
         Keys ending in ``accuracy`` are maximized, all others minimized.
     patience : int, epochs without an improvement larger than ``min_delta`` that are
         tolerated: training stops at the (patience + 1)-th such epoch in a row
-    restore_best_weights : bool, put back the parameters of the best epoch at the end
+    min_delta : float >= 0, default 0 (as Keras)
+        What counts as an improvement for ``patience``, in the monitored value's units.
+        It does not change which weights are restored: those of the best value seen.
+    restore_best_weights : bool, put back the parameters of the best epoch at the end,
+        also when training stopped for another reason (``epochs`` reached, another
+        callback, Ctrl-C)
+
+    After ``fit``: ``best`` and ``best_epoch`` (0-based within that call) are the best value
+    and its epoch; ``stopped_epoch`` is the epoch it stopped training at (None if it did
+    not); ``restored_epoch`` is the epoch whose weights it put back (None if none).
     """
 
-    def __init__(self, monitor: str | None = None, patience: int = 10, min_delta: float = 1e-4,
+    def __init__(self, monitor: str | None = None, patience: int = 10, min_delta: float = 0.0,
                  restore_best_weights: bool = True):
         patience = check_positive_int("patience", patience, minimum=0)
         self.monitor, self.patience = monitor, patience
@@ -101,15 +110,23 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self, net):
         self.best, self.best_epoch, self.wait, self.stopped_epoch = None, None, 0, None
+        self.restored_epoch = None
+        self._reference = None  # the value patience measures improvements (min_delta) from
         self._best_params = None
         self._divergences = len(net.history.get("diverged_at", []))
 
     def on_epoch_end(self, net, epoch, logs):
         key, value = monitored(logs, self.monitor, "EarlyStopping")
-        if improves(key, value, self.best, self.min_delta):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
+        # the best weights go by any strict improvement, patience by min_delta. With
+        # on_divergence="ignore" a finite loss (measured before each update) can come with
+        # weights the epoch's last update broke: those are no one's best
+        if improves(key, value, self.best) and (
+                not self.restore_best_weights or net._first_non_finite() is None):
+            self.best, self.best_epoch = value, epoch
             if self.restore_best_weights:
                 self._best_params = net.get_params()
+        if improves(key, value, self._reference, self.min_delta):
+            self._reference, self.wait = value, 0
         else:
             self.wait += 1
             if self.wait > self.patience:
@@ -122,6 +139,7 @@ class EarlyStopping(Callback):
         diverged = len(net.history.get("diverged_at", [])) > self._divergences
         if self.restore_best_weights and self._best_params is not None and not diverged:
             net.set_params(*self._best_params)
+            self.restored_epoch = self.best_epoch
 
 
 class ModelCheckpoint(Callback):

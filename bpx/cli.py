@@ -362,13 +362,11 @@ def load_features(path: str, drop: list[str] | None, *, names: list[str] | None 
 # --------------------------------------------------------------------------------------
 def _split(y: np.ndarray, fraction: float, seed: int, classify: bool) -> np.ndarray:
     """A boolean mask of the validation rows: stratified for labels, seeded."""
-    from bpx.datasets import split_mask
+    from bpx.datasets import empty_split, split_mask
 
-    m = len(y)
     val = split_mask(y, fraction, np.random.default_rng(seed), stratify=classify)
     if not val.any() or val.all():
-        raise DataError(f"--validation-split {fraction} leaves an empty training or validation "
-                        f"set with {m} samples")
+        raise DataError(f"--validation-split {fraction} {empty_split(val, fraction, 'validation')}")
     return val
 
 
@@ -532,9 +530,6 @@ def _train(args) -> int:
     val = _split(y, args.validation_split, args.seed, classify) if args.validation_split else None
     X_tr, y_tr = (X, y) if val is None else (X[~val], y[~val])
     X_va, y_va = (None, None) if val is None else (X[val], y[val])
-    if classify and val is not None and not np.isin(y_va, y_tr).all():
-        raise DataError("--validation-split holds out every sample of a class; use a smaller "
-                        "fraction or more data")
     mean = scale = None
     if args.standardize:
         mean = X_tr.mean(axis=0)

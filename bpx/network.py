@@ -6,6 +6,7 @@ import contextlib
 import functools
 import math
 import numbers
+import reprlib
 from collections.abc import Sequence
 
 import array_api_compat
@@ -273,13 +274,13 @@ class Network:
         return v.check_features(X, self._backend, self.dtype, name=name,
                                 n_features=self.layers[0])
 
-    def _targets(self, y, X, *, fit: bool, name: str = "y"):
+    def _targets(self, y, X, *, fit: bool, name: str = "y", x_name: str = "X"):
         """Targets on the device: ``(Y, codes)`` with Y of shape (m, n_L); codes are class
         indices (classifiers) or None."""
         be, xp, dt = self._backend, self._backend.xp, self._backend.dtype(self.dtype)
         if self.is_classifier:
             y = v.check_labels(v.check_targets_host(y, name), name)
-            v.check_lengths(X, y, names=("X", name))
+            v.check_lengths(X, y, names=(x_name, name))
             if fit:
                 classes = _unique_labels(y, name)
                 n_out = self.layers[-1]
@@ -324,7 +325,7 @@ class Network:
         if one_d:
             y_arr = array_api_compat.array_namespace(y_arr).reshape(y_arr, (-1, 1))
         Y = v.check_features(y_arr, be, self.dtype, name=name)
-        v.check_lengths(X, Y, names=("X", name))
+        v.check_lengths(X, Y, names=(x_name, name))
         if fit:
             self._y_shape = "1d" if one_d else "2d"
         return Y, None
@@ -378,23 +379,28 @@ class Network:
         momentum, nesterov : SGD's momentum (0 = plain equation 4) and Nesterov variant
         weight_decay : float >= 0, L2 penalty on the weights (not the biases)
         validation_data : (X_val, y_val), evaluated after each epoch
-        validation_split : float in [0, 1), hold out this fraction of (X, y) as validation
-            data (stratified for classifiers, drawn from the network's seeded RNG)
+        validation_split : float in [0, 1), hold out ``round(m · validation_split)`` rows of
+            (X, y) as validation data, drawn from the network's seeded RNG on each call;
+            for classifiers stratified (shared among the classes by size, every class
+            keeping a row for training)
         sample_weight : array-like, shape (m,), non-negative; the cost becomes
             ``Σ w_i L_i / Σ w_i`` (only the ratios matter: bpx rescales them to mean 1 over
             the data set). A step's gradient is ``Σ_batch w_i ∇L_i / m_batch``, which over
             an epoch averages to that cost's gradient at any batch size (``batch_size=1``
             included); a batch holding heavy samples takes a larger step. A mini-batch
             whose weights are all 0 is skipped: no optimizer step.
-        class_weight : dict {label: weight} or "balanced"; multiplies ``sample_weight``
+        class_weight : dict {label: weight} or "balanced" (computed on the rows left for
+            training); multiplies ``sample_weight``
         dropout : float or list of floats in [0, 1), per hidden layer (inverted dropout,
             masks drawn from the seeded host RNG: reproducible on every backend)
         clip_norm : float > 0, clip the global gradient norm to this value
-        lr_schedule : name, :class:`bpx.schedules.Schedule` or callable, applied per epoch
+        lr_schedule : name, :class:`bpx.schedules.Schedule` instance or callable, applied
+            per epoch; the rate it returns must be a finite number >= 0
         early_stopping : False, True (patience 10) or an int patience; stops when
-            ``val_loss`` (``loss`` without validation data) stops improving and restores
-            the best weights
-        callbacks : sequence of :class:`bpx.callbacks.Callback`
+            ``val_loss`` (``loss`` without validation data) has not decreased for that many
+            epochs, and at any end (Ctrl-C included) restores the best epoch's weights.
+            It runs before the ``callbacks``, so their ``on_train_end`` sees those weights.
+        callbacks : sequence of :class:`bpx.callbacks.Callback` instances (or one, or None)
         on_divergence : "raise" (default), "warn" or "ignore" — what a non-finite epoch loss
             does; "raise" and "warn" first restore the last weights known to give a finite
             loss (docs/errors.md)
@@ -439,12 +445,14 @@ class Network:
         opt = _make_optimizer(optimizer, lr, momentum, nesterov, weight_decay)
         params = [p for wb in zip(self.weights, self.biases) for p in wb]
         opt.check_state(params, self._backend)
-        callbacks = list(callbacks)
+        callbacks = _check_callbacks(callbacks)
         if isinstance(early_stopping, (bool, np.bool_)):
             early_stopping = 10 if early_stopping else None  # True: patience 10
         if early_stopping is not None:  # an int is the patience, 0 included
             patience = v.check_positive_int("early_stopping", early_stopping, minimum=0)
-            callbacks.append(_cb.EarlyStopping(patience=patience))
+            # first: the user's callbacks then see the restored weights in on_train_end,
+            # the weights fit returns
+            callbacks.insert(0, _cb.EarlyStopping(patience=patience))
 
         # a refused call leaves the network as it was: labels, target shape and RNG
         kept = (self.classes_, self._y_shape, self._rng.bit_generator.state)
@@ -471,32 +479,37 @@ class Network:
         Xd = self._features(X)
         Y, codes = self._targets(y, Xd, fit=True)
         sw = v.check_sample_weight(sample_weight, Xd.shape[0])
-        if class_weight is not None:
-            sw = self._apply_class_weight(class_weight, codes, sw)
-        if sw is not None:
-            if not np.any(sw > 0):
-                msg = ("sample_weight and class_weight together give every sample a weight of "
-                       "0; nothing to train on")
-                raise ValueError(msg)
-            # (training.train rescales them to mean 1 on the host, in float64)
+        if class_weight is not None and not self.is_classifier:
+            msg = "class_weight needs a classifier; this network is a regressor"
+            raise ValueError(msg)
         val = None
         if validation_data is not None:
             if validation_split:
                 msg = "give validation_data or validation_split, not both"
                 raise ValueError(msg)
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                n = (f" of {len(validation_data)} items"
+                     if isinstance(validation_data, (tuple, list)) else "")
                 msg = ("validation_data must be a pair (X_val, y_val); got "
-                       f"{type(validation_data).__name__}")
+                       f"{type(validation_data).__name__}{n}")
                 raise ValueError(msg)
             Xv = self._features(validation_data[0], name="validation_data[0]")
             val = (Xv, *self._targets(validation_data[1], Xv, fit=False,
-                                      name="validation_data[1]"))
+                                      name="validation_data[1]", x_name="validation_data[0]"))
         elif validation_split:
             Xd, Y, codes, sw, val = self._split(Xd, Y, codes, sw, validation_split)
-            if sw is not None and not np.any(sw > 0):
-                msg = ("sample_weight: every sample left for training after "
-                       f"validation_split={validation_split} weighs 0; nothing to train on")
-                raise ValueError(msg)
+        # after the split: "balanced" weighs the classes of the rows actually trained on
+        if class_weight is not None:
+            sw = self._apply_class_weight(class_weight, codes, sw)
+        if sw is not None and not np.any(sw > 0):
+            split = (f" left for training after validation_split={validation_split}"
+                     if validation_split else "")
+            given = ("sample_weight and class_weight together give" if class_weight is not None
+                     and sample_weight is not None else
+                     "class_weight gives" if class_weight is not None else "sample_weight gives")
+            msg = f"{given} every sample{split} a weight of 0; nothing to train on"
+            raise ValueError(msg)
+        # (training.train rescales the weights to mean 1 on the host, in float64)
         return Xd, Y, codes, sw, val
 
     @contextlib.contextmanager
@@ -517,9 +530,6 @@ class Network:
             raise OutOfMemoryError(msg) from exc
 
     def _apply_class_weight(self, class_weight, codes, sw):
-        if not self.is_classifier:
-            msg = "class_weight needs a classifier; this network is a regressor"
-            raise ValueError(msg)
         counts = np.bincount(self._backend.to_host(codes), minlength=self.classes_.size)
         if isinstance(class_weight, str) and class_weight == "balanced":
             per_class = counts.sum() / (self.classes_.size * np.maximum(counts, 1))
@@ -543,7 +553,7 @@ class Network:
         if not (v.is_real(fraction) and 0.0 < fraction < 1.0):
             msg = f"validation_split must be a number in (0, 1), got {fraction!r}"
             raise ValueError(msg)
-        from bpx.datasets import split_mask
+        from bpx.datasets import empty_split, split_mask
 
         m = Xd.shape[0]
         # keep_one: at least one sample of every class stays for training (a class of one
@@ -552,8 +562,7 @@ class Network:
         val = split_mask(labels, fraction, self._rng, stratify=self.is_classifier,
                          keep_one=True)
         if not val.any() or val.all():
-            msg = (f"validation_split={fraction} leaves an empty training or validation set "
-                   f"with {m} samples")
+            msg = f"validation_split={fraction} {empty_split(val, fraction, 'validation')}"
             raise ValueError(msg)
         xp, be = self.xp, self._backend
         tr_idx = be.asarray(np.flatnonzero(~val), dtype=xp.int64)
@@ -762,6 +771,38 @@ def _check_pair(loss, output, n_out: int) -> None:
         msg = ("loss='categorical_cross_entropy' needs at least 2 output units; use "
                "'binary_cross_entropy' with 1 unit for two classes")
         raise ValueError(msg)
+
+
+def _check_callbacks(callbacks) -> list:
+    """fit's ``callbacks`` as a new list of :class:`bpx.callbacks.Callback` instances (None
+    and a single callback are taken as none and as a list of one)."""
+    from bpx.callbacks import Callback
+
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if isinstance(callbacks, (str, bytes, dict)) or not hasattr(callbacks, "__iter__"):
+        msg = ("callbacks must be a list of bpx.callbacks.Callback instances, got "
+               f"{_describe(callbacks)}")
+        raise TypeError(msg)
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            hint = (f" (a class: pass an instance, e.g. {cb.__name__}(...))"
+                    if isinstance(cb, type) and issubclass(cb, Callback) else
+                    "; subclass bpx.callbacks.Callback and override its on_... methods")
+            msg = (f"callbacks[{i}] must be a bpx.callbacks.Callback instance, got "
+                   f"{_describe(cb)}{hint}")
+            raise TypeError(msg)
+    return callbacks
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    name = getattr(obj, "__qualname__", None)  # functions, methods
+    return f"{type(obj).__name__} {name if isinstance(name, str) else reprlib.repr(obj)}"
 
 
 def _check_dropout(dropout, n_hidden: int) -> list[float] | None:

@@ -110,6 +110,10 @@ def get(schedule) -> Schedule:
     a :class:`Schedule`, or a plain callable ``(epoch, base_lr, logs) -> lr``."""
     if schedule is None:
         return Constant()
+    if isinstance(schedule, type):  # callable, but calling it would build one
+        msg = (f"lr_schedule={schedule.__name__} is a class; pass an instance, e.g. "
+               f"{schedule.__name__}(...)")
+        raise TypeError(msg)
     if isinstance(schedule, Schedule) or (callable(schedule) and not isinstance(schedule, str)):
         return schedule
     if isinstance(schedule, str):

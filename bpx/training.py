@@ -99,7 +99,7 @@ def _train(net, X, Y, codes, cfg: FitConfig) -> None:
               graphs if graphs is not None else contextlib.nullcontext()):
             for epoch in range(cfg.epochs):
                 if cfg.lr_schedule is not None:
-                    opt.lr = float(cfg.lr_schedule(epoch, base_lr, logs))
+                    opt.lr = _scheduled_rate(cfg.lr_schedule(epoch, base_lr, logs), epoch)
                 for cb in cfg.callbacks:
                     cb.on_epoch_begin(net, epoch)
                 if checked:
@@ -152,8 +152,26 @@ def _train(net, X, Y, codes, cfg: FitConfig) -> None:
         for cb in cfg.callbacks:
             cb.on_train_end(net, logs)
     if interrupted:
-        raise KeyboardInterrupt("fit interrupted; the network keeps the weights of the last "
-                                "completed step")
+        restored = [cb.restored_epoch for cb in cfg.callbacks
+                    if getattr(cb, "restored_epoch", None) is not None]
+        kept = ("the weights of the last completed step" if not restored else
+                f"the weights of epoch {restored[-1] + 1} of this fit call, the best, restored "
+                f"by early stopping")
+        raise KeyboardInterrupt(f"fit interrupted; the network keeps {kept}")
+
+
+def _scheduled_rate(lr, epoch: int) -> float:
+    """The rate a schedule returned, as a float: finite and >= 0 (0 is a schedule's
+    floor, e.g. Cosine's default min_lr), else a ValueError naming the schedule."""
+    try:
+        rate = math.nan if isinstance(lr, (bool, np.bool_, str)) else float(lr)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not (math.isfinite(rate) and rate >= 0):
+        msg = (f"lr_schedule returned {lr!r} for epoch {epoch} (counted from 0 in this fit "
+               f"call); a learning rate must be a finite number >= 0")
+        raise ValueError(msg)
+    return rate
 
 
 def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs=None):

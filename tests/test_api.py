@@ -455,8 +455,8 @@ def test_a_read_only_host_array_goes_to_torch_without_a_warning(recwarn):
     ({"test_fraction": 1.5}, r"test_fraction must be a number in \(0, 1\)"),
     ({"test_fraction": True}, r"test_fraction must be a number in \(0, 1\), got True"),
     ({"test_fraction": 360}, r"test_fraction must be a number in \(0, 1\)"),
-    ({"test_fraction": 0.01}, r"leaves an empty training or test set with 30 samples "
-                              r"\(rounded per class\)"),
+    ({"test_fraction": 0.01}, r"leaves an empty training or test set: 30 and 0 of the 30 "
+                              r"samples; round\(30 · 0.01\) is 0"),
     ({"seed": -1}, r"seed must be an integer >= 0 or a numpy Generator, got -1"),
     ({"seed": 1.5}, r"seed must be an integer >= 0"),
 ])
@@ -493,6 +493,40 @@ def test_train_test_split_hints_stratify_false_for_whole_float_targets():
     X, _ = blobs(20)
     with pytest.raises(ValueError, match=r"for regression targets pass stratify=False"):
         train_test_split(X, np.arange(20.0))
+
+
+@pytest.mark.parametrize(("sizes", "fraction"), [
+    ([4] * 20, 0.1), ([2] * 30, 0.2), ([5] * 10, 0.5), ([6] * 4, 0.25), ([60, 2, 4], 0.3),
+    ([1, 1, 50], 0.5), ([178, 182, 177, 183, 181, 182, 181, 179, 174, 180], 0.2)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_stratified_split_holds_out_the_fraction_asked(sizes, fraction, seed):
+    """round(m · fraction) rows in all, each class within one row of its share and never
+    wholly held out. Rounding each class alone held out 0 of 20 classes × 4 at 0.1 (and so
+    refused the split), 20 of 50 at 0.5, 8 of 24 at 0.25."""
+    from bpx.datasets import split_mask
+
+    y = np.repeat(np.arange(len(sizes)), sizes)
+    held = split_mask(y, fraction, np.random.default_rng(seed))
+    per_class = np.bincount(y[held], minlength=len(sizes))
+    sizes = np.array(sizes)
+    cap = sizes - 1
+    assert held.sum() == min(round(y.size * fraction), cap.sum())
+    assert np.all(per_class <= cap)
+    share = sizes * fraction
+    assert np.all(per_class >= np.minimum(np.floor(share), cap))
+    if np.all(cap >= np.ceil(share)):  # no class at its cap: none takes another's row
+        assert np.all(per_class <= np.ceil(share))
+
+
+def test_a_tie_at_the_cut_is_drawn_from_the_rng():
+    """20 classes of 4 at 0.1: 8 of the 20 equal remainders get a row; which ones depends on
+    the seed, not on the classes' order."""
+    from bpx.datasets import split_mask
+
+    y = np.repeat(np.arange(20), 4)
+    chosen = {tuple(np.unique(y[split_mask(y, 0.1, np.random.default_rng(s))]))
+              for s in range(5)}
+    assert len(chosen) > 1
 
 
 @pytest.mark.parametrize("name", ["curves", "curves.xyz"])

@@ -800,9 +800,11 @@ def test_a_refused_fit_changes_nothing():
 
 def test_class_weight_zeroing_every_sample_is_refused():
     X, y = np.random.default_rng(0).standard_normal((12, 3)), np.arange(12) % 3
-    with pytest.raises(ValueError, match="give every sample a weight of 0"):
+    with pytest.raises(ValueError, match="^class_weight gives every sample a weight of 0; "
+                       "nothing to train on"):
         bpx.Network([3, 4, 3], seed=0).fit(X, y, class_weight={0: 0, 1: 0, 2: 0}, epochs=1)
-    with pytest.raises(ValueError, match="give every sample a weight of 0"):
+    with pytest.raises(ValueError, match="^sample_weight and class_weight together give every "
+                       "sample a weight of 0"):
         bpx.Network([3, 4, 3], seed=0).fit(X, y, sample_weight=(y == 0).astype(float),
                                            class_weight={0: 0, 1: 1, 2: 1}, epochs=1)
 
@@ -898,8 +900,8 @@ def test_validation_split_leaving_only_zero_weights_is_refused():
     w = np.zeros(20)
     w[val_rows] = 1.0
     net = bpx.Network([3, 4, 1], loss="mse", seed=0)
-    with pytest.raises(ValueError, match=r"sample_weight: every sample left for training "
-                                         r"after validation_split=0.5 weighs 0"):
+    with pytest.raises(ValueError, match=r"sample_weight gives every sample left for training "
+                                         r"after validation_split=0.5 a weight of 0"):
         net.fit(X, y, sample_weight=w, validation_split=0.5, epochs=1)
 
 

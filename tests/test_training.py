@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 
 import numpy as np
@@ -410,3 +411,192 @@ def test_fused_descent_only_for_plain_sgd(monkeypatch, fit_kw):
     monkeypatch.setattr(type(net._backend.ops), "fuses_descent", True)
     monkeypatch.setattr(net._backend.ops, "descend", lambda *a: pytest.fail("fused path used"))
     net.fit(X, y, epochs=1, batch_size=16, **fit_kw)
+
+
+# --------------------------------------------------------------------------------------
+# early stopping, schedules, callbacks and validation_split: what an audit found
+# --------------------------------------------------------------------------------------
+def test_early_stopping_counts_any_improvement_by_default():
+    """fit's early_stopping and EarlyStopping() default to min_delta=0 (Keras'): a val_loss
+    still falling by less than 1e-4 an epoch (small targets) is improving. With the old
+    absolute 1e-4 it stopped after 15 of these 30 epochs and restored weights 16 times
+    worse than the best it had seen."""
+    rng = np.random.default_rng(0)
+    w_true = np.array([1.0, -2.0, 0.5])
+    X, Xv = rng.normal(size=(200, 3)), rng.normal(size=(100, 3))
+    t, tv = 0.01 * X @ w_true, 0.01 * Xv @ w_true
+    net = bpx.Network([3, 8, 1], loss="mse", seed=0, backend="numpy", dtype="float64")
+    W, b = net.get_params()
+    net.set_params([w * 0.05 for w in W], b)  # small outputs from the start: loss ~ 1e-3
+    net.fit(X, t, epochs=30, optimizer="adam", lr=0.01, validation_data=(Xv, tv),
+            early_stopping=True)
+    val = net.history["val_loss"]
+    assert max(val) < 1e-3
+    assert len(val) == 30  # it never went 11 epochs without a new best
+    assert net.evaluate(Xv, tv)["loss"] == pytest.approx(min(val), rel=1e-12)
+    assert min(val) < val[3] / 10
+    assert callbacks.EarlyStopping().min_delta == 0.0
+
+
+def test_early_stopping_restores_the_best_seen_whatever_min_delta():
+    """min_delta decides patience only: the weights put back are those of the lowest
+    val_loss seen, even when it beat the previous best by less than min_delta."""
+    X, y = blobs(40)
+    Xv, yv = blobs(40, seed=1)
+    es = callbacks.EarlyStopping(patience=3, min_delta=0.05)
+    net = net64()
+    net.fit(X, y, epochs=40, batch_size=8, optimizer="sgd", lr=0.05,
+            validation_data=(Xv, yv), callbacks=[es])
+    val = net.history["val_loss"]
+    assert es.best == min(val) and es.restored_epoch == es.best_epoch == int(np.argmin(val))
+    assert net.evaluate(Xv, yv)["loss"] == pytest.approx(min(val), rel=1e-12)
+    # and patience still went by min_delta: it stopped although val_loss kept falling
+    assert es.stopped_epoch is not None
+
+
+def test_early_stopping_never_keeps_broken_weights_as_best():
+    """With on_divergence="ignore" the epoch's loss (measured before each update) can be
+    finite while its last update broke the weights: they are not recorded as the best, so
+    fit returns instead of failing in set_params when it restores them."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4)) * 1000
+    y = (X[:, 0] > 0).astype(int)
+    net = bpx.Network([4, 8, 2], backend="numpy", dtype="float32", seed=0)
+    es = callbacks.EarlyStopping(patience=5)
+    with np.errstate(all="ignore"):
+        net.fit(X, y, epochs=2, batch_size=40, optimizer="sgd", lr=1e37,
+                on_divergence="ignore", callbacks=[es])
+    assert math.isfinite(net.history["loss"][0])  # measured before the update that broke
+    assert net._first_non_finite() is not None
+    assert es.best is None and es.restored_epoch is None
+
+
+def test_fits_own_early_stopping_restores_before_user_callbacks_end():
+    """A user's on_train_end (saving "the final model") sees the weights fit returns."""
+    X, y = blobs(40)
+    Xv, yv = blobs(40, seed=1)
+    seen = []
+
+    class Final(callbacks.Callback):
+        def on_train_end(self, net, logs):
+            seen.append(net.get_params())
+
+    net = net64()
+    net.fit(X, y, epochs=30, batch_size=8, optimizer="sgd", lr=3.0, early_stopping=2,
+            validation_data=(Xv, yv), callbacks=[Final()], on_divergence="ignore")
+    for got, want in zip(seen[0][0], net.weights):
+        np.testing.assert_array_equal(got, want)
+    assert net.evaluate(Xv, yv)["loss"] == pytest.approx(min(net.history["val_loss"]),
+                                                         rel=1e-12)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt",
+                    reason="needs POSIX signals")
+def test_ctrl_c_with_early_stopping_says_which_weights_it_keeps():
+    X, y = blobs(40)
+    Xv, yv = blobs(40, seed=1)
+
+    class CtrlC(callbacks.Callback):
+        def on_epoch_end(self, net, epoch, logs):
+            if epoch == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    net = net64()
+    with pytest.raises(KeyboardInterrupt, match=r"keeps the weights of epoch (\d+) of this fit "
+                       r"call, the best, restored by early stopping") as info:
+        net.fit(X, y, epochs=30, batch_size=8, optimizer="sgd", lr=3.0, early_stopping=5,
+                validation_data=(Xv, yv), callbacks=[CtrlC()], on_divergence="ignore")
+    val = net.history["val_loss"]
+    assert len(val) == 4
+    epoch = int(re.search(r"epoch (\d+)", str(info.value)).group(1))
+    assert epoch == int(np.argmin(val)) + 1
+    assert net.evaluate(Xv, yv)["loss"] == pytest.approx(min(val), rel=1e-12)
+
+
+@pytest.mark.parametrize(("schedule", "match"), [
+    (lambda e, base, logs: -base, r"lr_schedule returned -0\.1 for epoch 0"),
+    (lambda e, base, logs: None, r"lr_schedule returned None for epoch 0"),
+    (lambda e, base, logs: base if e < 1 else math.nan, r"lr_schedule returned nan for epoch 1"),
+    (lambda e, base, logs: "0.1", r"lr_schedule returned '0\.1'"),
+])
+def test_a_schedules_rate_is_checked(schedule, match):
+    """A negative rate used to train by gradient ascent without a word; None gave a bare
+    float() TypeError."""
+    X, y = blobs(20)
+    net = net64()
+    with pytest.raises(ValueError, match=match + r".*a learning rate must be a finite number "
+                       r">= 0"):
+        net.fit(X, y, epochs=3, lr=0.1, lr_schedule=schedule)
+
+
+def test_a_schedule_may_reach_zero():
+    X, y = blobs(20)
+    net = net64()
+    net.fit(X, y, epochs=3, lr=0.1, lr_schedule=schedules.Cosine(period=2))
+    assert net.history["lr"] == pytest.approx([0.1, 0.05, 0.0])
+
+
+@pytest.mark.parametrize("cls", [schedules.ReduceOnPlateau, schedules.StepDecay])
+def test_a_schedule_class_is_refused_with_a_hint(cls):
+    with pytest.raises(TypeError, match=rf"lr_schedule={cls.__name__} is a class; pass an "
+                       rf"instance, e.g. {cls.__name__}\(...\)"):
+        net64().fit(*blobs(20), epochs=1, lr_schedule=cls)
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ([callbacks.EarlyStopping], r"callbacks\[0\] must be a bpx.callbacks.Callback instance, "
+                                r"got the class bpx.callbacks.EarlyStopping \(a class: pass an "
+                                r"instance, e.g. EarlyStopping\(...\)\)"),
+    ([print], r"callbacks\[0\] must be .*, got builtin_function_or_method print; subclass "
+              r"bpx.callbacks.Callback"),
+    ("history", r"callbacks must be a list of bpx.callbacks.Callback instances, got str"),
+    (3, r"callbacks must be a list of .*, got int 3"),
+])
+def test_bad_callbacks_are_named(value, match):
+    with pytest.raises(TypeError, match=match):
+        net64().fit(*blobs(20), epochs=1, callbacks=value)
+
+
+def test_callbacks_may_be_none_or_a_single_callback():
+    X, y = blobs(20)
+    hist = callbacks.History()
+    net64().fit(X, y, epochs=2, callbacks=hist)
+    assert len(hist.history["loss"]) == 2
+    net64().fit(X, y, epochs=1, callbacks=None)
+
+
+def test_validation_data_errors_name_what_was_given():
+    X, y = blobs(40)
+    Xv, yv = blobs(30, seed=1)
+    with pytest.raises(ValueError, match=r"validation_data must be a pair \(X_val, y_val\); "
+                       r"got tuple of 3 items"):
+        net64().fit(X, y, epochs=1, validation_data=(Xv, yv, np.ones(30)))
+    with pytest.raises(ValueError, match=r"validation_data\[0\] and validation_data\[1\] must "
+                       r"have the same number of samples; got 30 and 5"):
+        net64().fit(X, y, epochs=1, validation_data=(Xv, yv[:5]))
+
+
+def test_class_weight_balanced_weighs_the_rows_trained_on():
+    """"balanced" is computed after validation_split, from the rows trained on: the same
+    run as explicit balanced weights for those rows. (It used to be computed on all rows,
+    before the split: here the classes of 2 and 4 samples then carried other totals.)"""
+    from bpx.datasets import split_mask
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [60, 2, 4])
+    X = rng.standard_normal((y.size, 4)) + y[:, None]
+    a = net64()
+    state = a._rng.bit_generator.state  # the split draws from the network's RNG
+    a.fit(X, y, epochs=3, batch_size=100, shuffle=False, validation_split=0.3,
+          class_weight="balanced")
+    again = np.random.default_rng()
+    again.bit_generator.state = state
+    val = split_mask(y, 0.3, again, keep_one=True)
+    tr = y[~val]
+    assert np.bincount(tr).tolist() == [42, 1, 3]
+    w = len(tr) / (3 * np.bincount(tr))
+    b = net64()
+    b.fit(X[~val], tr, epochs=3, batch_size=100, shuffle=False, sample_weight=w[tr],
+          validation_data=(X[val], y[val]))
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-12)
+    np.testing.assert_allclose(a.history["val_loss"], b.history["val_loss"], rtol=1e-12)

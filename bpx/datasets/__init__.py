@@ -24,21 +24,72 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_mask(y, fraction: float, rng: np.random.Generator, *, stratify: bool = True,
-               keep_one: bool = False) -> np.ndarray:
-    """A boolean mask of the held-out rows: ``round(n · fraction)`` of each class's ``n``
-    (each class shuffled by ``rng``, classes in sorted order), or of all ``m`` rows when
-    ``stratify`` is False. ``keep_one`` leaves at least one row of every class out of it."""
+               keep_one: bool = True) -> np.ndarray:
+    """A boolean mask of the held-out rows, ``round(m · fraction)`` of the ``m`` rows.
+
+    With ``stratify`` that count is shared among the classes of ``y`` in proportion to their
+    sizes: each class ``c`` of ``n_c`` rows gives ``⌊n_c · fraction⌋``, and the rows still
+    owed go one each to the classes with the largest remainders (a tie at the cut is drawn
+    from ``rng``). Rounding each class on its own instead would, with many small classes,
+    hold out far more or fewer rows than asked, or none (20 classes of 4 at 0.1). Which rows
+    of a class are held out is drawn from ``rng`` (each class shuffled, in sorted order).
+    ``keep_one`` leaves at least one row of every class out of the mask, so every class is
+    trained on. Without ``stratify`` the rows are drawn from all ``m`` at once.
+    """
     m = len(y)
     held = np.zeros(m, dtype=bool)
     if not stratify:
         held[rng.permutation(m)[: round(m * fraction)]] = True
         return held
+    groups = []
     for label in np.unique(y):
         idx = np.flatnonzero(y == label)
         rng.shuffle(idx)
-        n = round(len(idx) * fraction)
-        held[idx[: min(n, len(idx) - 1) if keep_one else n]] = True
+        groups.append(idx)
+    counts = np.array([len(g) for g in groups])
+    take = _stratified_counts(counts, fraction, rng, keep_one)
+    for idx, n in zip(groups, take):
+        held[idx[:n]] = True
     return held
+
+
+def empty_split(held: np.ndarray, fraction: float, what: str) -> str:
+    """The end of the message for a :func:`split_mask` that left one side empty."""
+    m, n = held.size, int(held.sum())
+    asked = round(m * fraction)
+    why = ("; every class keeps at least one sample for training" if n < asked else
+           f"; round({m} · {fraction}) is {asked}" if asked in (0, m) else "")
+    return (f"leaves an empty training or {what} set: {m - n} and {n} of the {m} "
+            f"samples{why}")
+
+
+def _stratified_counts(counts: np.ndarray, fraction: float, rng: np.random.Generator,
+                       keep_one: bool) -> np.ndarray:
+    """How many rows of each class to hold out: ``round(Σ counts · fraction)`` in all, by
+    largest remainder (see :func:`split_mask`), at most ``counts − 1`` each with
+    ``keep_one``."""
+    quota = counts * fraction
+    cap = counts - 1 if keep_one else counts
+    n = np.minimum(np.floor(quota).astype(np.int64), cap)
+    need = round(int(counts.sum()) * fraction) - int(n.sum())
+    while need > 0:
+        open_ = np.flatnonzero(n < cap)
+        if open_.size == 0:  # every class at its cap: hold out fewer than asked
+            break
+        if need >= open_.size:
+            n[open_] += 1
+            need -= open_.size
+            continue
+        rem = (quota - n)[open_]
+        cut = np.sort(rem)[::-1][need - 1]  # the smallest remainder that gets a row
+        above = open_[rem > cut]
+        tied = open_[rem == cut]
+        # drawn only when the tie straddles the cut, so every other split draws as before
+        n[above] += 1
+        n[rng.choice(tied, need - above.size, replace=False)
+          if tied.size > need - above.size else tied] += 1
+        need = 0
+    return n
 
 
 def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0, *,
@@ -51,8 +102,9 @@ def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0, *,
     test_fraction : float in (0, 1), the share of the samples held out
     seed : int >= 0 or numpy Generator
     stratify : bool, default True
-        Split each class of the labels ``y`` by ``test_fraction`` (rounded per class, so a
-        class of two samples at 0.2 stays wholly in training). ``False`` draws one random
+        Hold out ``round(m · test_fraction)`` samples shared among the classes of the labels
+        ``y`` in proportion to their sizes (largest remainders; see :func:`split_mask`),
+        keeping at least one sample of every class for training. ``False`` draws one random
         split, for regression targets (``y`` of non-integer numbers is refused with
         ``stratify=True``: each value would be a class of its own and none would be held
         out).
@@ -72,7 +124,6 @@ def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0, *,
         msg = f"seed must be an integer >= 0 or a numpy Generator, got {seed!r}"
         raise ValueError(msg)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
-    m = len(y)
     if stratify and (y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y)))):
         msg = ("stratify=True splits each class of labels y, but y holds "
                f"{'several columns' if y.ndim != 1 else 'non-integer numbers'}: pass "
@@ -82,7 +133,7 @@ def train_test_split(X, y, test_fraction: float = 0.2, seed: int = 0, *,
     if test.all() or not test.any():
         hint = ("; for regression targets pass stratify=False" if stratify and
                 y.dtype.kind == "f" else "")
-        msg = (f"test_fraction={test_fraction} leaves an empty training or test set with {m} "
-               f"samples{' (rounded per class)' if stratify else ''}{hint}")
+        msg = (f"test_fraction={test_fraction} {empty_split(test, test_fraction, 'test')}"
+               f"{hint}")
         raise ValueError(msg)
     return X[~test], X[test], y[~test], y[test]
