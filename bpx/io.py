@@ -872,8 +872,9 @@ def from_torch_state_dict(state_dict, net):
         The keys ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, ... that
         ``Sequential(Linear, activation, ..., Linear)`` with ``net.layers`` widths has,
         e.g. ``module.state_dict()``; or any other names of the same form, one
-        ``"<name>.weight"`` and ``"<name>.bias"`` per layer, taken in the mapping's order (a
-        torch module's own order): ``Sequential(Linear, ReLU, Dropout, Linear)`` ("0.", "3."),
+        ``"<name>.weight"`` and ``"<name>.bias"`` per layer, in index order for names ending
+        in a module index, else in the mapping's order (below):
+        ``Sequential(Linear, ReLU, Dropout, Linear)`` ("0.", "3."),
         a module wrapping one ("model.0.", ...), or ``fc1`` / ``fc2`` attributes. Tensors may
         live on any device and have any floating dtype; they are copied and cast to the
         network's dtype (as ``load_state_dict`` does).

@@ -68,8 +68,8 @@ class Network:
     device : the device the parameters live on
     history : dict of lists, one entry per epoch: ``loss`` (the mean training cost over the
         epoch's mini-batches, as they were met), ``val_loss`` and ``val_accuracy``
-        (classifiers) with validation data, ``time`` (seconds of training, evaluation
-        excluded)
+        (classifiers) with validation data, ``lr`` (the rate the epoch used), ``time``
+        (seconds of training, evaluation excluded); ``diverged_at`` after a divergence
     classes_ : numpy array of the class labels seen by ``fit`` (classifiers)
     feature_names, target_names : list of str or None, the names of the input and target
         columns when known (``bpx train`` sets them from a CSV header); saved with the
@@ -404,7 +404,7 @@ class Network:
         on_divergence : "raise" (default), "warn" or "ignore" — what a non-finite epoch loss
             does; "raise" and "warn" first restore the last weights known to give a finite
             loss (docs/errors.md)
-        verbose : print one line per epoch
+        verbose : one line per epoch (a tqdm bar per epoch on a terminal, with bpx[progress])
         fused : use ``δ^[L] = a − y`` for the canonical output/loss pairs
 
         Returns
