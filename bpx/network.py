@@ -72,8 +72,10 @@ class Network:
         (seconds of training, evaluation excluded); ``diverged_at`` after a divergence
     classes_ : numpy array of the class labels seen by ``fit`` (classifiers)
     feature_names, target_names : list of str or None, the names of the input and target
-        columns when known (``bpx train`` sets them from a CSV header); saved with the
-        model, and ``bpx predict`` matches a CSV's columns to ``feature_names`` by name
+        columns when known (``bpx train`` sets them from a CSV header, the first ``fit``
+        on a DataFrame from its column names); saved with the model. ``bpx predict``
+        matches a CSV's columns to ``feature_names`` by name; ``fit``, ``predict``,
+        ``predict_proba`` and ``evaluate`` refuse a DataFrame whose columns differ
 
     Arrays returned by the network (``weights``, ``predict_proba``, regression ``predict``)
     belong to its backend; class labels from ``predict`` are NumPy arrays on the host,
@@ -270,9 +272,26 @@ class Network:
     # ---------------------------------------------------------------------------------
     # data preparation
     # ---------------------------------------------------------------------------------
-    def _features(self, X, name: str = "X"):
-        return v.check_features(X, self._backend, self.dtype, name=name,
-                                n_features=self.layers[0])
+    def _features(self, X, name: str = "X", *, fit: bool = False):
+        """``X`` checked and on the device. A table with column names (a pandas or polars
+        DataFrame) is checked against ``feature_names``, which the first ``fit`` on one
+        records: the network reads columns by position, so a reordered table would
+        otherwise give other outputs without a word."""
+        Xd = v.check_features(X, self._backend, self.dtype, name=name,
+                              n_features=self.layers[0])
+        names = _column_names(X)
+        if names is not None:
+            if self.feature_names is None:
+                if fit:
+                    self.feature_names = names
+            elif names != list(self.feature_names):
+                order = (" (the same names in another order)"
+                         if sorted(names) == sorted(self.feature_names) else "")
+                msg = (f"{name} has the columns {reprlib.repr(names)}, but this network was "
+                       f"trained on {reprlib.repr(list(self.feature_names))}{order}; select "
+                       f"and order them with X[net.feature_names]")
+                raise ValueError(msg)
+        return Xd
 
     def _targets(self, y, X, *, fit: bool, name: str = "y", x_name: str = "X"):
         """Targets on the device: ``(Y, codes)`` with Y of shape (m, n_L); codes are class
@@ -455,13 +474,14 @@ class Network:
             callbacks.insert(0, _cb.EarlyStopping(patience=patience))
 
         # a refused call leaves the network as it was: labels, target shape and RNG
-        kept = (self.classes_, self._y_shape, self._rng.bit_generator.state)
+        kept = (self.classes_, self._y_shape, self.feature_names,
+                self._rng.bit_generator.state)
         try:
             Xd, Y, codes, sw, val = self._fit_data(X, y, sample_weight, class_weight,
                                                    validation_data, validation_split)
         except BaseException:
-            self.classes_, self._y_shape = kept[:2]
-            self._rng.bit_generator.state = kept[2]
+            self.classes_, self._y_shape, self.feature_names = kept[:3]
+            self._rng.bit_generator.state = kept[3]
             raise
         cfg = training.FitConfig(
             epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=shuffle,
@@ -476,7 +496,7 @@ class Network:
     def _fit_data(self, X, y, sample_weight, class_weight, validation_data, validation_split):
         """fit's checked inputs on the device: ``(X, Y, codes, sample_weight, validation)``.
         Sets ``classes_`` / the target shape and may draw from the RNG (the split)."""
-        Xd = self._features(X)
+        Xd = self._features(X, fit=True)
         Y, codes = self._targets(y, Xd, fit=True)
         sw = v.check_sample_weight(sample_weight, Xd.shape[0])
         if class_weight is not None and not self.is_classifier:
@@ -710,6 +730,19 @@ class Network:
         Y, codes = self._targets(y, Xd, fit=False)
         with self._memory_hint("evaluate", batch_size, Xd.shape[0]):
             return training.evaluate(self, Xd, Y, codes, batch_size)
+
+
+def _column_names(X) -> list[str] | None:
+    """The column names of a table (anything with ``columns`` of strings: pandas, polars),
+    else None (arrays, and tables with other labels, as scikit-learn does)."""
+    cols = getattr(X, "columns", None)
+    if cols is None or isinstance(X, np.ndarray):
+        return None
+    try:
+        names = list(cols)
+    except TypeError:
+        return None
+    return names if names and all(isinstance(c, str) for c in names) else None
 
 
 def _rng_from(seed) -> np.random.Generator:

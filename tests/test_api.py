@@ -623,3 +623,85 @@ def test_sklearn_refuses_masked_arrays():
     Xm.mask[0, 0] = True
     with pytest.raises(ValueError, match=r"X is a masked array with masked entries"):
         BPXClassifier(max_iter=1).fit(Xm, y)
+
+
+# --------------------------------------------------------------------------------------
+# tables with column names (pandas, polars): read by position, so checked by name
+# --------------------------------------------------------------------------------------
+class _Table:
+    """The little of a DataFrame that bpx looks at: ``columns`` and ``__array__``."""
+
+    def __init__(self, data, columns):
+        self.data, self.columns = np.asarray(data), list(columns)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, names):  # df[list_of_names]
+        return _Table(self.data[:, [self.columns.index(n) for n in names]], names)
+
+
+def _tables():
+    X, y = blobs(40)
+    cols = ["a", "b", "c", "d"]
+    return _Table(X, cols), y, cols
+
+
+def test_fit_records_a_tables_column_names_and_predict_checks_them():
+    """A reordered table used to be read by position: accuracy fell from 1.0 to 0.46 in the
+    audit's example, without a word."""
+    T, y, cols = _tables()
+    net = bpx.Network([4, 6, 3], backend="numpy", seed=0).fit(T, y, epochs=2)
+    assert net.feature_names == cols
+    shuffled = T[["b", "a", "c", "d"]]
+    for call in (net.predict, net.predict_proba, lambda X: net.evaluate(X, y),
+                 lambda X: net.fit(X, y, epochs=1)):
+        with pytest.raises(ValueError, match=r"X has the columns \['b', 'a', 'c', 'd'\], but "
+                           r"this network was trained on \['a', 'b', 'c', 'd'\] \(the same "
+                           r"names in another order\); select and order them with "
+                           r"X\[net.feature_names\]"):
+            call(shuffled)
+    np.testing.assert_array_equal(net.predict(shuffled[net.feature_names]), net.predict(T))
+    np.testing.assert_array_equal(net.predict(T.data), net.predict(T))  # plain arrays: as is
+    with pytest.raises(ValueError, match=r"validation_data\[0\] has the columns \['a', 'b', "
+                       r"'c', 'x'\]"):
+        net.fit(T, y, epochs=1, validation_data=(_Table(T.data, ["a", "b", "c", "x"]), y))
+
+
+def test_a_refused_fit_records_no_column_names():
+    T, y, _ = _tables()
+    net = bpx.Network([4, 6, 3], backend="numpy", seed=0)
+    with pytest.raises(ValueError, match="validation_split"):
+        net.fit(T, y, epochs=1, validation_split=2.0)
+    assert net.feature_names is None
+
+
+def test_column_names_survive_save_and_load(tmp_path):
+    T, y, cols = _tables()
+    net = bpx.Network([4, 6, 3], backend="numpy", seed=0).fit(T, y, epochs=1)
+    net.save(tmp_path / "m.bpx")
+    back = bpx.load(tmp_path / "m.bpx", backend="numpy")
+    assert back.feature_names == cols
+    with pytest.raises(ValueError, match="has the columns"):
+        back.predict(T[["d", "c", "b", "a"]])
+
+
+def test_tables_without_string_column_names_are_read_by_position():
+    T, y, _ = _tables()
+    net = bpx.Network([4, 6, 3], backend="numpy", seed=0)
+    net.fit(_Table(T.data, [0, 1, 2, 3]), y, epochs=1)
+    assert net.feature_names is None
+    net.predict(_Table(T.data, [3, 2, 1, 0]))
+
+
+def test_a_pandas_dataframe_is_checked_by_column_name():
+    pd = pytest.importorskip("pandas", reason="pandas is not a dependency of bpx or its tests")
+    X, y = blobs(40)
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    net = bpx.Network([4, 6, 3], backend="numpy", seed=0).fit(df, y, epochs=1)
+    assert net.feature_names == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="the same names in another order"):
+        net.predict(df[["d", "c", "b", "a"]])
