@@ -269,6 +269,15 @@ class BpxImpl(Impl):
         # and conversions, which ``wall`` includes.
         return float(self.net.history["time"][-1]), wall
 
+    def fast_paths(self) -> dict:
+        """Which backend fast paths this run took, read after its epochs: a capture that
+        failed on one workload's shapes falls back to plain steps without stopping the
+        run, and its numbers would otherwise look like the graphs'."""
+        ops = self.be.ops
+        keys = ("graph_error", "graph_replays", "gemm_error", "row_kernels_error",
+                "blas_error")
+        return {k: getattr(ops, k) for k in keys if hasattr(ops, k)}
+
     def gpu_peak_bytes(self):
         if self.library == "cupy":
             import cupy
@@ -1127,6 +1136,8 @@ def run_workload(wl: Workload, specs, args, log, workers=None) -> list[dict]:
                                           else "torch.cuda.max_memory_allocated")
             except Exception as exc:
                 row["peak_error"] = f"{type(exc).__name__}: {exc}"
+        if hasattr(impl, "fast_paths"):
+            row["fast_paths"] = impl.fast_paths()
         if len(noisy) < args.repeats:
             row["note"] = f"repeats cut to {len(noisy)} by --budget"
         row["loadavg_1min"] = [load0, _loadavg()]
@@ -1329,6 +1340,8 @@ def write_plot(rows: list[dict], path: Path) -> str | None:
     except ImportError:
         return "matplotlib is not installed: throughput.png skipped"
     ok = [r for r in rows if r.get("samples_per_s")]
+    if not ok:  # e.g. interrupted before a workload finished
+        return "no workload finished: throughput.png skipped"
     devices = sorted({r["device"] for r in ok})
     wls = [w for w in WORKLOADS if any(r["workload"] == w for r in ok)]
     fig, axes = plt.subplots(len(devices), 1, figsize=(11, 4.2 * len(devices)), squeeze=False)

@@ -10,9 +10,15 @@
 #
 # Expects python3 with numpy, cupy, torch (CUDA), pytest, hypothesis; array-api-compat and
 # array-api-strict come as wheels in .whl/ at the repo root. bpx is imported from the
-# checkout (PYTHONPATH), not installed. Whole run: under 8 minutes on an H100/H200
-# (tests are cut at TEST_TIMEOUT s, the benchmark at BENCH_TIMEOUT s; BENCH_EXTRA="--quick"
-# appends options to the benchmark's command line).
+# checkout (PYTHONPATH), not installed.
+#
+# Time: every stage has a cap (GPU_TEST_TIMEOUT, BENCH_TIMEOUT, ...) and is also cut so that
+# the whole run ends DEADLINE s (480) after it started; a stage with under 15 s left is
+# skipped. Stages run in the order of what matters most: the GPU test files, the benchmark,
+# D in detail, the rest of the test suite, the run without graphs. A cut stage gets SIGINT
+# first, so pytest still prints its summary and bench.py writes the workloads it finished.
+# BENCH_EXTRA="--quick" appends options to the benchmark's command line. The summary is
+# printed last and kept in OUTDIR/summary.txt.
 set -u
 
 OUT="${1:?usage: benchmarks/gpu_check.sh OUTDIR}"
@@ -20,9 +26,29 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.." || exit 2
 T0=$(date +%s)
-TEST_TIMEOUT="${TEST_TIMEOUT:-180}"
+DEADLINE="${DEADLINE:-480}"
+GPU_TEST_TIMEOUT="${GPU_TEST_TIMEOUT:-90}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-230}"
-log() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/gpu_check.log"; }
+DETAIL_TIMEOUT="${DETAIL_TIMEOUT:-45}"
+TEST_TIMEOUT="${TEST_TIMEOUT:-150}"
+ABLATION_TIMEOUT="${ABLATION_TIMEOUT:-45}"
+exec 3>&1  # the script's own output: log lines go there, not into a stage's piped log
+log() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/gpu_check.log" >&3; }
+# capped CAP LABEL COMMAND...: run COMMAND under `timeout`, cut at CAP s or at what is left
+# before DEADLINE, whichever comes first (SIGINT, then KILL 15 s later); skipped, with exit
+# status 124, when under 15 s are left (`timeout 0` would mean no limit at all)
+capped() {
+    local cap=$1 label=$2 left
+    shift 2
+    left=$(( DEADLINE - ($(date +%s) - T0) ))
+    if [ "$left" -lt 15 ]; then
+        log "$label: skipped, ${left}s left before the ${DEADLINE}s deadline"
+        return 124
+    fi
+    [ "$left" -lt "$cap" ] && cap=$left
+    log "$label (cut at ${cap}s)"
+    timeout -s INT -k 15 "$cap" "$@"
+}
 
 log "repo $(pwd); output $OUT"
 
@@ -32,12 +58,18 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
         > "$OUT/pip.log" 2>&1
     PIP_RC=$?
+    if [ "$PIP_RC" != 0 ]; then  # no usable pip: the wheels are pure-Python zip files
+        for w in .whl/*.whl; do python3 -m zipfile -e "$w" /tmp/site; done >> "$OUT/pip.log" 2>&1
+        PIP_RC="$PIP_RC, then zipfile extraction exit $?"
+    fi
     log "pip install of $(ls .whl/*.whl | wc -l) wheel(s): exit $PIP_RC (see pip.log)"
 else
     log "warning: no wheels in .whl/; array-api-compat must already be importable"
 fi
-export PYTHONPATH="/tmp/site:$PWD"
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export JAX_PLATFORMS=cpu  # a CUDA jaxlib would take 75 % of the GPU's memory in the tests
 export PYTHONDONTWRITEBYTECODE=1
+export PYTHONUNBUFFERED=1  # a stage cut at its limit keeps everything it printed
 unset CUPY_TF32 NVIDIA_TF32_OVERRIDE  # full float32 products (the benchmark also turns TF32 off)
 
 # --- the machine -------------------------------------------------------------------------
@@ -74,50 +106,65 @@ if [ "$PROBE_RC" != 0 ]; then
     log "the benchmark will run WITHOUT CUDA graphs (BPX_CUPY_GRAPHS=0); the tests with them"
 fi
 
-# --- tests on cupy + numpy (a failure does not stop the script) ---------------------------
-log "pytest (BPX_TEST_BACKENDS=cupy,numpy, cut at ${TEST_TIMEOUT}s)"
-BPX_TEST_BACKENDS=cupy,numpy timeout "$TEST_TIMEOUT" \
-    python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/tests-cupy.log" | tail -n 25
-TEST_RC=${PIPESTATUS[0]}
-echo "$TEST_RC" > "$OUT/tests-cupy.rc"
-log "pytest exit code $TEST_RC$( [ "$TEST_RC" = 124 ] && echo ' (timed out)')"
+# --- the GPU test files first (a failure does not stop the script) ------------------------
+GPU_FILES="tests/test_cublas.py tests/test_step_graphs.py tests/test_backend.py tests/test_training.py"
+# shellcheck disable=SC2086
+capped "$GPU_TEST_TIMEOUT" "pytest, GPU files (BPX_TEST_BACKENDS=cupy,numpy)" \
+    env BPX_TEST_BACKENDS=cupy,numpy python3 -m pytest $GPU_FILES -q -p no:cacheprovider \
+    2>&1 | tee "$OUT/tests-gpu.log" | tail -n 25
+GPU_TEST_RC=${PIPESTATUS[0]}
+echo "$GPU_TEST_RC" > "$OUT/tests-gpu.rc"
+log "pytest, GPU files: exit $GPU_TEST_RC$( [ "$GPU_TEST_RC" = 124 ] && echo ' (cut)')"
 
 # --- benchmark -----------------------------------------------------------------------------
 # --in-process --warmup 0: the worker-process mode has not run on a GPU machine yet; run 3
 # (H200) measured this way, with one warm-up epoch
-log "benchmark (cut at ${BENCH_TIMEOUT}s)"
-BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "$BENCH_TIMEOUT" python3 benchmarks/bench.py \
+capped "$BENCH_TIMEOUT" "benchmark" env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 benchmarks/bench.py \
     --workloads A,B64,B1024,C,D,E --backends cupy,numpy --no-sklearn \
     --gpu-samples 61440 --repeats 7 --budget 20 --cpu-memory-workloads A --in-process --warmup 0 \
     --label gpu --out "$OUT/bench" --overwrite ${BENCH_EXTRA:-} > "$OUT/bench.log" 2>&1
 BENCH_RC=$?
 echo "$BENCH_RC" > "$OUT/bench.rc"
-log "benchmark exit code $BENCH_RC$( [ "$BENCH_RC" = 124 ] && echo ' (timed out)')"
+log "benchmark exit code $BENCH_RC$( [ "$BENCH_RC" = 124 ] && echo ' (cut)')"
+
+# --- D in detail: the fused SGD step on and off (paired), and fixed vs per-step cost --------
+capped "$DETAIL_TIMEOUT" "paired D: fused descent (cuBLAS beta = 1) on/off" \
+    env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 benchmarks/paired.py \
+    --backend cupy --workload D --off fuses_descent --pairs 8 > "$OUT/paired-D.log" 2>&1
+log "paired D: exit $?"
+capped "$DETAIL_TIMEOUT" "epoch split D: fixed cost per epoch vs per step" \
+    env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 benchmarks/epoch_split.py \
+    --backend cupy --workload D > "$OUT/epoch-split-D.log" 2>&1
+log "epoch split D: exit $?"
+
+# --- the rest of the test suite on cupy + numpy ----------------------------------------------
+# shellcheck disable=SC2046
+capped "$TEST_TIMEOUT" "pytest, the other files (BPX_TEST_BACKENDS=cupy,numpy)" \
+    env BPX_TEST_BACKENDS=cupy,numpy python3 -m pytest tests -q -p no:cacheprovider \
+    --durations=15 $(for f in $GPU_FILES; do printf -- '--ignore=%s ' "$f"; done) \
+    2>&1 | tee "$OUT/tests-cupy.log" | tail -n 25
+TEST_RC=${PIPESTATUS[0]}
+echo "$TEST_RC" > "$OUT/tests-cupy.rc"
+log "pytest, the other files: exit $TEST_RC$( [ "$TEST_RC" = 124 ] && echo ' (cut)')"
+
 # --- the same bpx[cupy] rows without CUDA graphs: what the captured steps are worth -----------
-log "benchmark without CUDA graphs (BPX_CUPY_GRAPHS=0; D, C, B64; cut at ${ABLATION_TIMEOUT:-45}s)"
-BPX_CUPY_GRAPHS=0 timeout "${ABLATION_TIMEOUT:-45}" python3 benchmarks/bench.py \
+capped "$ABLATION_TIMEOUT" "benchmark without CUDA graphs (BPX_CUPY_GRAPHS=0; D, C, B64)" \
+    env BPX_CUPY_GRAPHS=0 python3 benchmarks/bench.py \
     --workloads D,C,B64 --backends cupy --no-torch --no-sklearn --no-memory \
     --gpu-samples 61440 --repeats 5 --budget 9 --in-process --warmup 0 --label gpu-nographs \
     --out "$OUT/bench-nographs" --overwrite \
     > "$OUT/bench-nographs.log" 2>&1
 log "benchmark without graphs: exit $?"
-# --- D in detail: the fused SGD step on and off (paired), and fixed vs per-step cost --------
-log "paired D: fused descent (cuBLAS beta = 1) on/off (cut at ${DETAIL_TIMEOUT:-45}s)"
-BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "${DETAIL_TIMEOUT:-45}" python3 benchmarks/paired.py \
-    --backend cupy --workload D --off fuses_descent --pairs 8 > "$OUT/paired-D.log" 2>&1
-log "paired D: exit $?"
-log "epoch split D: fixed cost per epoch vs per step (cut at ${DETAIL_TIMEOUT:-45}s)"
-BPX_CUPY_GRAPHS=$BENCH_GRAPHS timeout "${DETAIL_TIMEOUT:-45}" python3 benchmarks/epoch_split.py \
-    --backend cupy --workload D > "$OUT/epoch-split-D.log" 2>&1
-log "epoch split D: exit $?"
 nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
     --format=csv >> "$OUT/nvidia-smi.txt" 2>&1
 
-# --- summary, last ---------------------------------------------------------------------------
+# --- summary, last (also kept in OUT/summary.txt) -------------------------------------------
+summary() {
 echo
 echo "===== summary ($(( $(date +%s) - T0 )) s) ====="
 echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
-echo "tests (cupy,numpy): exit $TEST_RC — $(grep -E '(passed|failed|error|skipped|no tests ran)' "$OUT/tests-cupy.log" | tail -n 1)"
+echo "tests, GPU files (cupy,numpy): exit $GPU_TEST_RC — $(grep -E '(passed|failed|error|skipped|no tests ran)' "$OUT/tests-gpu.log" | tail -n 1)"
+echo "tests, other files (cupy,numpy): exit $TEST_RC — $(grep -E '(passed|failed|error|skipped|no tests ran)' "$OUT/tests-cupy.log" | tail -n 1)"
 echo "graph probe: exit $PROBE_RC ($(grep -E '^graph' "$OUT/graph_probe.log" | tr '\n' ' '))"
 echo "benchmark: exit $BENCH_RC"
 if [ -f "$OUT/bench/results.json" ]; then
@@ -136,6 +183,9 @@ for r in d["results"]:
     mem = "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.0f}"
     print(f"{r['workload']:6}{r['impl']:13}{r['device']:8}{s['median']:12,.0f}{s['min']:11,.0f}"
           f"{s['max']:11,.0f}{mem:>8}{f(r.get('x_pytorch')):>6}{f(r.get('x_gemm')):>7}")
+    fast = {k: v for k, v in (r.get("fast_paths") or {}).items() if v}
+    if fast:  # graph replays, or why a fast path was not taken
+        print(f"{'':27}{fast}")
 t = d.get("targets", [])
 print(f"targets met: {sum(bool(x['pass']) for x in t)} of "
       f"{sum(x['pass'] is not None for x in t)} measured")
@@ -156,3 +206,5 @@ echo "D, epoch split:"; tail -n 6 "$OUT/epoch-split-D.log"
 echo "without CUDA graphs (BPX_CUPY_GRAPHS=0):"
 grep -E '^\| (D|C|B64) \| (bpx|gemm)' "$OUT/bench-nographs/results.md" 2>/dev/null \
     || tail -n 5 "$OUT/bench-nographs.log"
+}
+summary 2>&1 | tee "$OUT/summary.txt"

@@ -259,7 +259,7 @@ def test_optimizer_state_on_another_backend_is_refused():
     X, y = blobs()
     opt = optimizers.SGD(lr=0.1, momentum=0.9)
     net = bpx.Network([4, 3], backend="numpy", seed=0).fit(X, y, epochs=1, optimizer=opt)
-    net.to("torch")
+    net.to("torch", device="cpu")  # the default would be cuda:0 where torch sees a GPU
     with pytest.raises(ValueError, match=r"holds state on another backend or device than "
                                          r"this network's \(torch on cpu\)"):
         net.fit(X, y, epochs=1, optimizer=opt)

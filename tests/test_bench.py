@@ -42,9 +42,21 @@ def test_a_tiny_run_measures_bpx_and_the_gemm_bound(bench, tmp_path, mode):
         assert "error" not in r, r.get("error")
         assert len(r["epoch_seconds"]) == 2 and all(t > 0 for t in r["epoch_seconds"])
     assert rows["bpx[numpy]"]["x_gemm"]["median"] > 0
+    if mode:  # in one process the row says which fast paths ran (or why not)
+        assert set(rows["bpx[numpy]"]["fast_paths"]) == {"blas_error"}
     expected = "one process" if mode else "a worker process per implementation"
     assert result["config"]["isolation"] == expected
     assert result["config"]["gap"] == (0.0 if mode else 0.15)
+
+
+def test_a_plot_with_no_finished_workload_is_skipped_not_a_crash(bench, tmp_path):
+    """Ctrl-C before the first workload ended: results.json is written, and the plot used to
+    fail in plt.subplots(0, ...) after it."""
+    pytest.importorskip("matplotlib", reason="matplotlib is an optional extra (bpx[plot])")
+    note = bench.write_plot([{"workload": "A", "impl": "bpx[numpy]", "device": "cpu",
+                              "error": "interrupted"}], tmp_path / "t.png")
+    assert note == "no workload finished: throughput.png skipped"
+    assert not (tmp_path / "t.png").exists()
 
 
 def test_earlier_results_are_kept_unless_overwrite(bench, tmp_path, capsys):
