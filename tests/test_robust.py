@@ -563,6 +563,40 @@ def test_overflow_in_numpy_input_is_named(be):
 
 
 # ======================================================================================
+# other containers: byte order, sparse matrices, meta tensors, pandas frames
+# ======================================================================================
+#: NumPy dtypes stored otherwise than the machine's own (the other byte order; longdouble)
+BYTE_ORDERS = [np.dtype(c).newbyteorder("S") for c in ("f8", "f4", "i8")] + [np.longdouble]
+
+
+@pytest.mark.parametrize("dtype", BYTE_ORDERS, ids=[str(np.dtype(d)) for d in BYTE_ORDERS])
+def test_other_byte_orders_and_longdouble_give_the_same_results(be, dtype):
+    # big-endian data (FITS files, np.load of a file from a big-endian machine) and
+    # longdouble: torch refuses both, and the torch backend used to fail with torch's error.
+    # Small integers: every dtype here holds them exactly, so X is the reference
+    X = np.round(np.random.default_rng(5).standard_normal((6, 2)) * 8)
+    y = np.array([0, 1, 0, 1, 1, 0])
+    t = np.array([1.0, -1.0, 2.0, 0.0, 3.0, -2.0])
+    assert not np.dtype(dtype).isnative or np.dtype(dtype).type is np.longdouble
+    ref = clf(be).fit(X, y, epochs=2, batch_size=3)
+    net = clf(be).fit(X.astype(dtype), y.astype(np.dtype("i8").newbyteorder("S")), epochs=2,
+                      batch_size=3)
+    assert net.history["loss"] == ref.history["loss"]
+    assert_same_params(net, ref)
+    np.testing.assert_array_equal(to_host(net.predict_proba(X.astype(dtype))),
+                                  to_host(ref.predict_proba(X)))
+    r_ref = reg(be).fit(X, t, epochs=2, batch_size=3)
+    r_net = reg(be).fit(X.astype(dtype), t.astype(dtype), epochs=2, batch_size=3)
+    assert r_net.history["loss"] == r_ref.history["loss"]
+    assert_same_params(r_net, r_ref)
+    # set_params takes such arrays too (weights of torch.nn.Linear's shapes)
+    W, b = [np.full((3, 2), 2.0), np.full((2, 3), -1.0)], [np.ones(3), np.zeros(2)]
+    net.set_params([w.astype(dtype) for w in W], [x.astype(dtype) for x in b])
+    ref.set_params(W, b)
+    assert_same_params(net, ref)
+
+
+# ======================================================================================
 # numerics: softmax, sigmoid and their losses at logits of ±1e4
 # ======================================================================================
 BIG = 1e4
