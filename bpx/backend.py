@@ -1048,9 +1048,10 @@ def _make_on(name: str, device=None, reason: str = "") -> Backend:
         xp = array_api_compat.array_namespace(torch.empty(0))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:  # name it as its arrays report it
-            dev = torch.device("cuda", torch.cuda.current_device())
+        # name the device as its tensors report it ("cuda" -> cuda:N, "cpu:0" -> cpu): the
+        # optimizers compare their state's device with this one, and net.device should be
+        # where the parameters are
+        dev = torch.empty(0, device=torch.device(device)).device
         return Backend("torch", xp, dev, reason, Ops(xp))
     if name == "jax":
         import jax
