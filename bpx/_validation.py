@@ -44,6 +44,10 @@ def as_array(x, name: str):
         msg = f"{name} must be an array, got None"
         raise TypeError(msg)
     refuse_masked(x, name)
+    if array_api_compat.is_torch_array(x) and x.device.type == "meta":
+        msg = (f"{name} must be an array holding data; got a torch tensor on the 'meta' "
+               "device, which holds none")
+        raise ValueError(msg)
     if isinstance(x, np.ndarray):
         return to_host(x)  # ml_dtypes' bfloat16 / float8 as float32
     if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):

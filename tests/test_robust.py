@@ -596,6 +596,26 @@ def test_other_byte_orders_and_longdouble_give_the_same_results(be, dtype):
     assert_same_params(net, ref)
 
 
+def _meta(shape, dtype="float64"):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    return torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+
+
+@pytest.mark.parametrize("where", ["X", "y", "validation_data[0]", "validation_data[1]"])
+def test_torch_meta_tensors_are_refused_by_name(be, where):
+    args = {"X": XOR_X, "y": XOR_Y, "validation_data[0]": XOR_X, "validation_data[1]": XOR_Y}
+    args[where] = _meta((4, 2)) if where.endswith("[0]") or where == "X" else _meta(4, "int64")
+    with pytest.raises(ValueError, match=rf"^{re.escape(where)} must be an array holding data; "
+                                         r"got a torch tensor on the 'meta' device"):
+        clf(be).fit(args["X"], args["y"], epochs=1,
+                    validation_data=(args["validation_data[0]"], args["validation_data[1]"]))
+    net = reg(be).fit(XOR_X, REG_Y, epochs=1)
+    with pytest.raises(ValueError, match=r"^X must be an array holding data; got a torch "):
+        net.predict(_meta((4, 2)))
+    with pytest.raises(ValueError, match=r"^y must be an array holding data; got a torch "):
+        net.evaluate(XOR_X, _meta(4))
+
+
 # ======================================================================================
 # numerics: softmax, sigmoid and their losses at logits of ±1e4
 # ======================================================================================
