@@ -38,12 +38,30 @@ def refuse_masked(x, name: str) -> None:
         raise ValueError(msg)
 
 
+def refuse_sparse(x, name: str) -> None:
+    """A sparse matrix is refused with a hint, not densified behind the user's back (that
+    may need far more memory than they expect). NumPy would make it a 0-d object array
+    ("dtype object ... encode strings"), and torch fails deep inside its kernels."""
+    if array_api_compat.is_torch_array(x):
+        import torch  # already imported: x is a tensor
+
+        if x.layout != torch.strided:
+            msg = (f"{name} must be a dense array; got a sparse torch tensor ({x.layout}). "
+                   f"Pass a dense copy such as {name}.to_dense() if it fits in memory")
+            raise ValueError(msg)
+    elif hasattr(x, "tocsr") and hasattr(x, "nnz"):  # scipy.sparse (or cupyx's), duck-typed
+        msg = (f"{name} must be a dense array; got a sparse {type(x).__name__}. "
+               f"Pass a dense copy such as {name}.toarray() if it fits in memory")
+        raise ValueError(msg)
+
+
 def as_array(x, name: str):
     """``x`` as an array of its own library, or a NumPy array for lists and scalars."""
     if x is None:
         msg = f"{name} must be an array, got None"
         raise TypeError(msg)
     refuse_masked(x, name)
+    refuse_sparse(x, name)
     if array_api_compat.is_torch_array(x) and x.device.type == "meta":
         msg = (f"{name} must be an array holding data; got a torch tensor on the 'meta' "
                "device, which holds none")

@@ -616,6 +616,31 @@ def test_torch_meta_tensors_are_refused_by_name(be, where):
         net.evaluate(XOR_X, _meta(4))
 
 
+def _sparse(kind: str, a: np.ndarray):
+    if kind.startswith("torch"):
+        torch = pytest.importorskip("torch", reason="torch not installed")
+        t = torch.asarray(a)
+        return t.to_sparse() if kind == "torch-coo" else t.to_sparse_csr(), "to_dense"
+    sp = pytest.importorskip("scipy.sparse", reason="scipy not installed")
+    return getattr(sp, kind)(a), "toarray"
+
+
+@pytest.mark.parametrize("kind", ["csr_matrix", "csr_array", "coo_array", "torch-coo",
+                                  "torch-csr"])
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_inputs_are_refused_with_a_hint(be, kind):
+    X, dense = _sparse(kind, XOR_X)
+    with pytest.raises(ValueError, match=rf"^X must be a dense array; got a sparse .*\. Pass a "
+                                         rf"dense copy such as X\.{dense}\(\) if it fits in "
+                                         r"memory$"):
+        clf(be).fit(X, XOR_Y, epochs=1)
+    net = clf(be).fit(XOR_X, XOR_Y, epochs=1)
+    with pytest.raises(ValueError, match=r"^X must be a dense array; got a sparse "):
+        net.predict(X)
+    with pytest.raises(ValueError, match=r"^validation_data\[0\] must be a dense array; "):
+        clf(be).fit(XOR_X, XOR_Y, epochs=1, validation_data=(X, XOR_Y))
+
+
 # ======================================================================================
 # numerics: softmax, sigmoid and their losses at logits of ±1e4
 # ======================================================================================
