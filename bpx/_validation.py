@@ -55,8 +55,12 @@ def refuse_sparse(x, name: str) -> None:
         raise ValueError(msg)
 
 
-def as_array(x, name: str):
-    """``x`` as an array of its own library, or a NumPy array for lists and scalars."""
+def as_array(x, name: str, *, numeric: bool = False):
+    """``x`` as an array of its own library, or a NumPy array for lists and scalars.
+
+    ``numeric=True`` (features, regression targets): an object array that holds only numbers
+    and missing values becomes float64, with NaN where a value is missing.
+    """
     if x is None:
         msg = f"{name} must be an array, got None"
         raise TypeError(msg)
@@ -67,14 +71,46 @@ def as_array(x, name: str):
                "device, which holds none")
         raise ValueError(msg)
     if isinstance(x, np.ndarray):
-        return to_host(x)  # ml_dtypes' bfloat16 / float8 as float32
-    if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
+        a = to_host(x)  # ml_dtypes' bfloat16 / float8 as float32
+    elif array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
         return x
-    try:
-        return np.asarray(x)
-    except (ValueError, TypeError) as exc:  # ragged lists and the like
-        msg = f"{name} must be a rectangular numeric array, got {type(x).__name__} ({exc})"
-        raise ValueError(msg) from None
+    else:
+        try:
+            a = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged lists and the like
+            msg = f"{name} must be a rectangular numeric array, got {type(x).__name__} ({exc})"
+            raise ValueError(msg) from None
+    if numeric and a.dtype == object:
+        a = _numeric_objects(x, a)
+    return a
+
+
+def _is_missing_type(t: type) -> bool:
+    """None's type, or pandas' NA (checked by name: pandas is not a dependency)."""
+    return t is type(None) or t.__name__ == "NAType"
+
+
+def _numeric_objects(x, a: np.ndarray) -> np.ndarray:
+    """An object array ``a`` (made from ``x``) of numbers and missing values as float64, with
+    NaN for a missing value, so that the finite check names it; ``a`` itself otherwise.
+
+    NumPy makes object arrays of numeric data too: from a nested list holding None, and from
+    a pandas DataFrame with nullable columns (Float64, Int64, boolean) or mixed dtypes.
+    Strings are never parsed as numbers: they keep the "encode strings" error.
+    """
+    if getattr(x, "ndim", None) == 2 and hasattr(x, "to_numpy") and hasattr(x, "dtypes"):
+        # a pandas DataFrame (duck-typed): when every column is bool, int or float, pandas
+        # converts it, pd.NA included, far faster than the element-wise check below
+        if all(getattr(d, "kind", "O") in "biuf" for d in x.dtypes):
+            return x.to_numpy(dtype=np.float64, na_value=np.nan)
+    types = set(map(type, a.flat))
+    missing = {t for t in types if _is_missing_type(t)}
+    if not all(issubclass(t, (numbers.Real, np.bool_)) for t in types - missing):
+        return a
+    if missing - {type(None)}:  # NumPy casts None to NaN, but not pandas' NA
+        a = np.array([None if type(v) in missing else v for v in a.flat],
+                     dtype=object).reshape(a.shape)
+    return a.astype(np.float64)
 
 
 def check_features(X, be: Backend, dtype: str, *, name: str = "X",
@@ -84,9 +120,10 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
     Parameters
     ----------
     X : array-like, shape (m, n_features)
-        NumPy, CuPy, torch, JAX, array-api-strict array or nested list. Integer and boolean
-        dtypes are cast to ``dtype`` (booleans as 0/1); complex, string and object arrays
-        are refused.
+        NumPy, CuPy, torch, JAX, array-api-strict array, nested list or pandas DataFrame.
+        Integer and boolean dtypes are cast to ``dtype`` (booleans as 0/1), and so are object
+        arrays of numbers (a missing value as NaN, which is then refused by name); complex,
+        string and other object arrays, and sparse matrices, are refused.
     n_features : int, optional
         The width the network expects.
 
@@ -94,7 +131,7 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
     -------
     array on ``be.device``, shape (m, n_features), dtype ``dtype``
     """
-    X = as_array(X, name)
+    X = as_array(X, name, numeric=True)
     kind = _kind(X)
     if kind == "complex":
         msg = f"{name} must be real-valued; got complex dtype {X.dtype}"

@@ -148,8 +148,15 @@ HOST_ONLY_CASES = [
      r"^X must be numeric \(float, int or bool\); got dtype <U1\. Encode strings"),
     ("X-string-list", "clf", [["a", "b"]] * 4, XOR_Y, TypeError,
      r"^X must be numeric \(float, int or bool\); got dtype <U1"),
-    ("X-objects", "clf", np.array([[1.0, None]] * 4, dtype=object), XOR_Y, TypeError,
-     r"^X must be numeric \(float, int or bool\); got dtype object"),
+    ("X-objects", "clf", np.array([[1.0, "2.0"]] * 4, dtype=object), XOR_Y, TypeError,
+     r"^X must be numeric \(float, int or bool\); got dtype object"),  # strings not parsed
+    # numbers with a missing value: the missing value is what is named
+    ("X-objects-none", "clf", np.array([[1.0, None]] * 4, dtype=object), XOR_Y, ValueError,
+     r"^X contains NaN or infinity; every value must be finite"),
+    ("X-list-none", "clf", [[0.0, 1.0], [1, None], [True, 0.5], [2, 3]], XOR_Y, ValueError,
+     r"^X contains NaN or infinity; every value must be finite"),
+    ("y-objects-none-regression", "reg", XOR_X, np.array([0.5, None, 1, 2], dtype=object),
+     ValueError, r"^y contains NaN or infinity; every value must be finite"),
     ("X-dicts", "clf", [[{}, {}]] * 4, XOR_Y, TypeError,
      r"^X must be numeric \(float, int or bool\); got dtype object"),
     ("X-ragged", "clf", [[0.0, 1.0], [0.0]], XOR_Y[:2], ValueError,
@@ -562,6 +569,21 @@ def test_overflow_in_numpy_input_is_named(be):
     assert_finite(net.predict_proba(np.full((4, 2), 1e300)), "float64 predict_proba")
 
 
+def test_numeric_object_arrays_are_read_as_their_numbers(be):
+    # NumPy makes object arrays of numeric data (a list holding a bool and ints, or a
+    # pandas frame with mixed columns): they train as the same values in float64 do
+    X = np.random.default_rng(4).standard_normal((6, 2))
+    X[:, 1] = [0, 1, 1, 0, 1, 0]
+    X_obj = np.array([[a, bool(b)] for a, b in X], dtype=object)
+    y = np.array([0, 1, 0, 1, 1, 0])
+    ref = clf(be).fit(X, y, epochs=2, batch_size=3)
+    net = clf(be).fit(X_obj, y, epochs=2, batch_size=3)
+    assert net.history["loss"] == ref.history["loss"]
+    assert_same_params(net, ref)
+    np.testing.assert_array_equal(to_host(net.predict_proba(X_obj.tolist())),
+                                  to_host(ref.predict_proba(X)))
+
+
 # ======================================================================================
 # other containers: byte order, sparse matrices, meta tensors, pandas frames
 # ======================================================================================
@@ -639,6 +661,55 @@ def test_sparse_inputs_are_refused_with_a_hint(be, kind):
         net.predict(X)
     with pytest.raises(ValueError, match=r"^validation_data\[0\] must be a dense array; "):
         clf(be).fit(XOR_X, XOR_Y, epochs=1, validation_data=(X, XOR_Y))
+
+
+def _pandas():
+    return pytest.importorskip("pandas", reason="pandas is not a bpx dependency; these "
+                                                "checks run where it is installed")
+
+
+@pytest.mark.parametrize("dtypes", ["Float64", "Int64", "bool+float", "boolean+Int64"])
+def test_numeric_pandas_frames_give_the_same_results(be, dtypes):
+    # nullable (Float64, Int64, boolean) or mixed columns make np.asarray return dtype object:
+    # they were refused with "encode strings or categories"
+    pd = _pandas()
+    X = np.round(np.random.default_rng(6).standard_normal((6, 2)) * 4)
+    X[:, 0] = X[:, 0] > 0
+    y = np.array([0, 1, 0, 1, 1, 0])
+    df = pd.DataFrame(X, columns=["a", "b"])
+    if dtypes in ("Float64", "Int64"):
+        df = df.astype(dtypes)
+    else:
+        first, second = dtypes.split("+")
+        df = df.astype({"a": first, "b": "float64" if second == "float" else second})
+    assert np.asarray(df).dtype == object  # the case this is about
+    ref = clf(be).fit(X, y, epochs=2, batch_size=3)
+    net = clf(be).fit(df, y, epochs=2, batch_size=3)
+    assert net.history["loss"] == ref.history["loss"]
+    assert_same_params(net, ref)
+    np.testing.assert_array_equal(to_host(net.predict_proba(df)), to_host(ref.predict_proba(X)))
+    r_ref = reg(be, layers=(2, 3, 2)).fit(XOR_X, X[:4], epochs=2, batch_size=2)
+    r_net = reg(be, layers=(2, 3, 2)).fit(XOR_X, df.iloc[:4], epochs=2, batch_size=2)
+    assert r_net.history["loss"] == r_ref.history["loss"]
+
+
+def test_missing_values_in_pandas_frames_are_named(be):
+    pd = _pandas()
+    df = pd.DataFrame(XOR_X, columns=["a", "b"]).astype("Float64")
+    df.iloc[1, 0] = pd.NA
+    with pytest.raises(ValueError, match=r"^X contains NaN or infinity; every value must be "):
+        clf(be).fit(df, XOR_Y, epochs=1)
+    with pytest.raises(ValueError, match=r"^validation_data\[0\] contains NaN or infinity"):
+        clf(be).fit(XOR_X, XOR_Y, epochs=1, validation_data=(df, XOR_Y))
+    targets = pd.DataFrame(np.c_[REG_Y, REG_Y]).astype("Float64")
+    targets.iloc[2, 1] = pd.NA
+    with pytest.raises(ValueError, match=r"^y contains NaN or infinity; every value must be "):
+        reg(be, layers=(2, 3, 2)).fit(XOR_X, targets, epochs=1)
+    # strings stay refused as strings, whatever the other columns hold
+    df["b"] = ["x", "y", "x", "y"]
+    with pytest.raises(TypeError, match=r"^X must be numeric \(float, int or bool\); got dtype "
+                                        r"object\. Encode strings or categories"):
+        clf(be).fit(df, XOR_Y, epochs=1)
 
 
 # ======================================================================================
