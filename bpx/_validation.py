@@ -216,10 +216,26 @@ def check_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         msg = f"{name} contains NaN or infinity; class labels must be finite"
         raise ValueError(msg)
-    if y.dtype.kind == "O" and any(v is None for v in y):
-        msg = f"{name} contains None; every sample needs a label"
-        raise ValueError(msg)
+    if y.dtype.kind == "O":
+        for v in y:
+            missing = _missing_label(v)
+            if missing:
+                msg = f"{name} contains {missing}; every sample needs a label"
+                raise ValueError(msg)
     return y
+
+
+def _missing_label(v) -> str | None:
+    """How a missing value among object labels reads (None, a float NaN, pandas' NA or NaT),
+    or None for a label. NaN would otherwise count as a class of its own (NaN != NaN breaks
+    the class lookup), and pd.NA would not sort with the other labels."""
+    if v is None:
+        return "None"
+    if isinstance(v, (float, np.floating)) and math.isnan(v):
+        return "NaN"
+    if type(v).__name__ in ("NAType", "NaTType"):  # pandas is not a dependency: by name
+        return "pd.NA" if type(v).__name__ == "NAType" else "NaT"
+    return None
 
 
 def is_real(value) -> bool:

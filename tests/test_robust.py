@@ -167,6 +167,14 @@ HOST_ONLY_CASES = [
      r"^y must be numeric \(float, int or bool\); got dtype <U1"),
     ("y-none-label", "clf", XOR_X, np.array([0, None, 1, 0], dtype=object), ValueError,
      r"^y contains None; every sample needs a label"),
+    # NaN among object labels is a missing label, not a class of its own
+    ("y-nan-int-labels", "clf", XOR_X, np.array([0, np.nan, 1, 0], dtype=object), ValueError,
+     r"^y contains NaN; every sample needs a label"),
+    ("y-nan-float-labels", "clf", XOR_X, np.array([0.0, 1.0, np.float32("nan"), 0.0],
+                                                  dtype=object), ValueError,
+     r"^y contains NaN; every sample needs a label"),
+    ("y-nan-string-labels", "clf", XOR_X, np.array(["a", "b", np.nan, "a"], dtype=object),
+     ValueError, r"^y contains NaN; every sample needs a label"),
 ]
 
 
@@ -569,6 +577,13 @@ def test_overflow_in_numpy_input_is_named(be):
     assert_finite(net.predict_proba(np.full((4, 2), 1e300)), "float64 predict_proba")
 
 
+def test_missing_labels_in_validation_data_are_named(be):
+    y_val = np.array([0, 1, np.nan, 0], dtype=object)
+    with pytest.raises(ValueError, match=r"^validation_data\[1\] contains NaN; every sample "
+                                         r"needs a label"):
+        clf(be).fit(XOR_X, XOR_Y, epochs=1, validation_data=(XOR_X, y_val))
+
+
 def test_numeric_object_arrays_are_read_as_their_numbers(be):
     # NumPy makes object arrays of numeric data (a list holding a bool and ints, or a
     # pandas frame with mixed columns): they train as the same values in float64 do
@@ -710,6 +725,19 @@ def test_missing_values_in_pandas_frames_are_named(be):
     with pytest.raises(TypeError, match=r"^X must be numeric \(float, int or bool\); got dtype "
                                         r"object\. Encode strings or categories"):
         clf(be).fit(df, XOR_Y, epochs=1)
+
+
+@pytest.mark.parametrize("case", ["string", "object-NA", "object-NaT"])
+def test_missing_pandas_labels_are_named(be, case):
+    pd = _pandas()
+    if case == "string":
+        y, shown = pd.Series(["a", "b", "b", "a"], dtype="string"), "pd.NA"
+        y[2] = pd.NA
+    else:
+        missing, shown = (pd.NA, "pd.NA") if case == "object-NA" else (pd.NaT, "NaT")
+        y = pd.Series([0, 1, missing, 0], dtype=object)
+    with pytest.raises(ValueError, match=rf"^y contains {shown}; every sample needs a label"):
+        clf(be).fit(XOR_X, y, epochs=1)
 
 
 # ======================================================================================
