@@ -38,21 +38,79 @@ def refuse_masked(x, name: str) -> None:
         raise ValueError(msg)
 
 
-def as_array(x, name: str):
-    """``x`` as an array of its own library, or a NumPy array for lists and scalars."""
+def refuse_sparse(x, name: str) -> None:
+    """A sparse matrix is refused with a hint, not densified behind the user's back (that
+    may need far more memory than they expect). NumPy would make it a 0-d object array
+    ("dtype object ... encode strings"), and torch fails deep inside its kernels."""
+    if array_api_compat.is_torch_array(x):
+        import torch  # already imported: x is a tensor
+
+        if x.layout != torch.strided:
+            msg = (f"{name} must be a dense array; got a sparse torch tensor ({x.layout}). "
+                   f"Pass a dense copy such as {name}.to_dense() if it fits in memory")
+            raise ValueError(msg)
+    elif hasattr(x, "tocsr") and hasattr(x, "nnz"):  # scipy.sparse (or cupyx's), duck-typed
+        msg = (f"{name} must be a dense array; got a sparse {type(x).__name__}. "
+               f"Pass a dense copy such as {name}.toarray() if it fits in memory")
+        raise ValueError(msg)
+
+
+def as_array(x, name: str, *, numeric: bool = False):
+    """``x`` as an array of its own library, or a NumPy array for lists and scalars.
+
+    ``numeric=True`` (features, regression targets): an object array that holds only numbers
+    and missing values becomes float64, with NaN where a value is missing.
+    """
     if x is None:
         msg = f"{name} must be an array, got None"
         raise TypeError(msg)
     refuse_masked(x, name)
+    refuse_sparse(x, name)
+    if array_api_compat.is_torch_array(x) and x.device.type == "meta":
+        msg = (f"{name} must be an array holding data; got a torch tensor on the 'meta' "
+               "device, which holds none")
+        raise ValueError(msg)
     if isinstance(x, np.ndarray):
-        return to_host(x)  # ml_dtypes' bfloat16 / float8 as float32
-    if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
+        a = to_host(x)  # ml_dtypes' bfloat16 / float8 as float32
+    elif array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
         return x
-    try:
-        return np.asarray(x)
-    except (ValueError, TypeError) as exc:  # ragged lists and the like
-        msg = f"{name} must be a rectangular numeric array, got {type(x).__name__} ({exc})"
-        raise ValueError(msg) from None
+    else:
+        try:
+            a = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged lists and the like
+            msg = f"{name} must be a rectangular numeric array, got {type(x).__name__} ({exc})"
+            raise ValueError(msg) from None
+    if numeric and a.dtype == object:
+        a = _numeric_objects(x, a)
+    return a
+
+
+def _is_missing_type(t: type) -> bool:
+    """None's type, or pandas' NA (checked by name: pandas is not a dependency)."""
+    return t is type(None) or t.__name__ == "NAType"
+
+
+def _numeric_objects(x, a: np.ndarray) -> np.ndarray:
+    """An object array ``a`` (made from ``x``) of numbers and missing values as float64, with
+    NaN for a missing value, so that the finite check names it; ``a`` itself otherwise.
+
+    NumPy makes object arrays of numeric data too: from a nested list holding None, and from
+    a pandas DataFrame with nullable columns (Float64, Int64, boolean) or mixed dtypes.
+    Strings are never parsed as numbers: they keep the "encode strings" error.
+    """
+    if getattr(x, "ndim", None) == 2 and hasattr(x, "to_numpy") and hasattr(x, "dtypes"):
+        # a pandas DataFrame (duck-typed): when every column is bool, int or float, pandas
+        # converts it, pd.NA included, far faster than the element-wise check below
+        if all(getattr(d, "kind", "O") in "biuf" for d in x.dtypes):
+            return x.to_numpy(dtype=np.float64, na_value=np.nan)
+    types = set(map(type, a.flat))
+    missing = {t for t in types if _is_missing_type(t)}
+    if not all(issubclass(t, (numbers.Real, np.bool_)) for t in types - missing):
+        return a
+    if missing - {type(None)}:  # NumPy casts None to NaN, but not pandas' NA
+        a = np.array([None if type(v) in missing else v for v in a.flat],
+                     dtype=object).reshape(a.shape)
+    return a.astype(np.float64)
 
 
 def check_features(X, be: Backend, dtype: str, *, name: str = "X",
@@ -62,9 +120,10 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
     Parameters
     ----------
     X : array-like, shape (m, n_features)
-        NumPy, CuPy, torch, JAX, array-api-strict array or nested list. Integer and boolean
-        dtypes are cast to ``dtype`` (booleans as 0/1); complex, string and object arrays
-        are refused.
+        NumPy, CuPy, torch, JAX, array-api-strict array, nested list or pandas DataFrame.
+        Integer and boolean dtypes are cast to ``dtype`` (booleans as 0/1), and so are object
+        arrays of numbers (a missing value as NaN, which is then refused by name); complex,
+        string and other object arrays, and sparse matrices, are refused.
     n_features : int, optional
         The width the network expects.
 
@@ -72,7 +131,7 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
     -------
     array on ``be.device``, shape (m, n_features), dtype ``dtype``
     """
-    X = as_array(X, name)
+    X = as_array(X, name, numeric=True)
     kind = _kind(X)
     if kind == "complex":
         msg = f"{name} must be real-valued; got complex dtype {X.dtype}"
@@ -157,10 +216,26 @@ def check_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         msg = f"{name} contains NaN or infinity; class labels must be finite"
         raise ValueError(msg)
-    if y.dtype.kind == "O" and any(v is None for v in y):
-        msg = f"{name} contains None; every sample needs a label"
-        raise ValueError(msg)
+    if y.dtype.kind == "O":
+        for v in y:
+            missing = _missing_label(v)
+            if missing:
+                msg = f"{name} contains {missing}; every sample needs a label"
+                raise ValueError(msg)
     return y
+
+
+def _missing_label(v) -> str | None:
+    """How a missing value among object labels reads (None, a float NaN, pandas' NA or NaT),
+    or None for a label. NaN would otherwise count as a class of its own (NaN != NaN breaks
+    the class lookup), and pd.NA would not sort with the other labels."""
+    if v is None:
+        return "None"
+    if isinstance(v, (float, np.floating)) and math.isnan(v):
+        return "NaN"
+    if type(v).__name__ in ("NAType", "NaTType"):  # pandas is not a dependency: by name
+        return "pd.NA" if type(v).__name__ == "NAType" else "NaT"
+    return None
 
 
 def is_real(value) -> bool:

@@ -850,11 +850,8 @@ class Backend:
         xp = self.xp
         if not _is_namespace_array(xp, x):
             x = to_host(x)
-            if self.name == "torch" and isinstance(x, np.ndarray) and (
-                    not x.flags.writeable or any(s < 0 for s in x.strides)):
-                # torch cannot view negative strides (X[::-1]), and warns on read-only memory
-                # (a JAX array's host copy): copy such data on the way in
-                x = np.array(x)
+            if self.name == "torch" and isinstance(x, np.ndarray):
+                x = _torch_importable(x)
         elif self.name == "torch" and x.requires_grad:
             x = x.detach()  # data, not a parameter: never build an autograd graph on it
         return xp.asarray(x, dtype=dtype, device=self.device)
@@ -919,6 +916,23 @@ class Backend:
 
     def __str__(self) -> str:
         return f"{self.name} on {self.device}"
+
+
+def _torch_importable(x: np.ndarray) -> np.ndarray:
+    """``x``, or a copy of it that ``torch.asarray`` accepts: the values are unchanged."""
+    if x.dtype.type is np.longdouble:
+        # torch has no extended precision (and refuses the dtype): float64 holds whatever a
+        # float32 / float64 network can use of it
+        return x.astype(np.float64)
+    if not x.dtype.isnative:
+        # big-endian data (FITS files, np.load of a file written on such a machine): torch
+        # refuses a byte order other than the machine's, so swap it on the host
+        return x.astype(x.dtype.newbyteorder("="))
+    if not x.flags.writeable or any(s < 0 for s in x.strides):
+        # torch cannot view negative strides (X[::-1]), and warns on read-only memory
+        # (a JAX array's host copy): copy such data on the way in
+        return np.array(x)
+    return x
 
 
 def _is_namespace_array(xp, x) -> bool:
@@ -1034,9 +1048,10 @@ def _make_on(name: str, device=None, reason: str = "") -> Backend:
         xp = array_api_compat.array_namespace(torch.empty(0))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:  # name it as its arrays report it
-            dev = torch.device("cuda", torch.cuda.current_device())
+        # name the device as its tensors report it ("cuda" -> cuda:N, "cpu:0" -> cpu): the
+        # optimizers compare their state's device with this one, and net.device should be
+        # where the parameters are
+        dev = torch.empty(0, device=torch.device(device)).device
         return Backend("torch", xp, dev, reason, Ops(xp))
     if name == "jax":
         import jax

@@ -206,6 +206,27 @@ def test_to_moves_between_backends(be):
     np.testing.assert_array_equal(net.weights[0], W0[0])
 
 
+@pytest.mark.parametrize("device", ["cpu", "cpu:0", ("cpu", 0)])
+def test_torch_device_is_named_as_its_tensors_report_it(clean_env, device):
+    # "cpu:0" used to stay torch.device("cpu", 0) while the tensors report
+    # torch.device("cpu"): net.device disagreed with the parameters, and an Optimizer
+    # instance reused for a second fit was refused as holding state "on another device"
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    ok, reason = B.probe("torch")
+    if not ok:
+        pytest.skip(f"torch unusable: {reason}")
+    device = torch.device(*device) if isinstance(device, tuple) else device
+    net = bpx.Network([2, 3, 2], backend="torch", device=device, seed=0)
+    assert net.device == net.weights[0].device == torch.device("cpu")
+    X, y = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), np.array([0, 1, 1])
+    opt = bpx.optimizers.Adam()
+    net.fit(X, y, epochs=1, optimizer=opt)
+    net.fit(X, y, epochs=1, optimizer=opt)  # the same instance: training goes on
+    assert net.weights[0].device == net.device
+    # the spec a pickle stores names the same device
+    assert B.resolve("torch", device=B.device_spec(net._backend)).device == net.device
+
+
 def test_inplace_ops_match_portable(rng):
     """The NumPy fast paths behind the seam give the portable path's numbers."""
     xp = B.resolve("numpy").xp

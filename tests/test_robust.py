@@ -148,8 +148,15 @@ HOST_ONLY_CASES = [
      r"^X must be numeric \(float, int or bool\); got dtype <U1\. Encode strings"),
     ("X-string-list", "clf", [["a", "b"]] * 4, XOR_Y, TypeError,
      r"^X must be numeric \(float, int or bool\); got dtype <U1"),
-    ("X-objects", "clf", np.array([[1.0, None]] * 4, dtype=object), XOR_Y, TypeError,
-     r"^X must be numeric \(float, int or bool\); got dtype object"),
+    ("X-objects", "clf", np.array([[1.0, "2.0"]] * 4, dtype=object), XOR_Y, TypeError,
+     r"^X must be numeric \(float, int or bool\); got dtype object"),  # strings not parsed
+    # numbers with a missing value: the missing value is what is named
+    ("X-objects-none", "clf", np.array([[1.0, None]] * 4, dtype=object), XOR_Y, ValueError,
+     r"^X contains NaN or infinity; every value must be finite"),
+    ("X-list-none", "clf", [[0.0, 1.0], [1, None], [True, 0.5], [2, 3]], XOR_Y, ValueError,
+     r"^X contains NaN or infinity; every value must be finite"),
+    ("y-objects-none-regression", "reg", XOR_X, np.array([0.5, None, 1, 2], dtype=object),
+     ValueError, r"^y contains NaN or infinity; every value must be finite"),
     ("X-dicts", "clf", [[{}, {}]] * 4, XOR_Y, TypeError,
      r"^X must be numeric \(float, int or bool\); got dtype object"),
     ("X-ragged", "clf", [[0.0, 1.0], [0.0]], XOR_Y[:2], ValueError,
@@ -160,6 +167,14 @@ HOST_ONLY_CASES = [
      r"^y must be numeric \(float, int or bool\); got dtype <U1"),
     ("y-none-label", "clf", XOR_X, np.array([0, None, 1, 0], dtype=object), ValueError,
      r"^y contains None; every sample needs a label"),
+    # NaN among object labels is a missing label, not a class of its own
+    ("y-nan-int-labels", "clf", XOR_X, np.array([0, np.nan, 1, 0], dtype=object), ValueError,
+     r"^y contains NaN; every sample needs a label"),
+    ("y-nan-float-labels", "clf", XOR_X, np.array([0.0, 1.0, np.float32("nan"), 0.0],
+                                                  dtype=object), ValueError,
+     r"^y contains NaN; every sample needs a label"),
+    ("y-nan-string-labels", "clf", XOR_X, np.array(["a", "b", np.nan, "a"], dtype=object),
+     ValueError, r"^y contains NaN; every sample needs a label"),
 ]
 
 
@@ -560,6 +575,169 @@ def test_overflow_in_numpy_input_is_named(be):
         clf(be).fit(np.full((4, 2), -1e300), XOR_Y, epochs=1)
     net = clf(be, dtype="float64").fit(XOR_X, XOR_Y, epochs=1)
     assert_finite(net.predict_proba(np.full((4, 2), 1e300)), "float64 predict_proba")
+
+
+def test_missing_labels_in_validation_data_are_named(be):
+    y_val = np.array([0, 1, np.nan, 0], dtype=object)
+    with pytest.raises(ValueError, match=r"^validation_data\[1\] contains NaN; every sample "
+                                         r"needs a label"):
+        clf(be).fit(XOR_X, XOR_Y, epochs=1, validation_data=(XOR_X, y_val))
+
+
+def test_numeric_object_arrays_are_read_as_their_numbers(be):
+    # NumPy makes object arrays of numeric data (a list holding a bool and ints, or a
+    # pandas frame with mixed columns): they train as the same values in float64 do
+    X = np.random.default_rng(4).standard_normal((6, 2))
+    X[:, 1] = [0, 1, 1, 0, 1, 0]
+    X_obj = np.array([[a, bool(b)] for a, b in X], dtype=object)
+    y = np.array([0, 1, 0, 1, 1, 0])
+    ref = clf(be).fit(X, y, epochs=2, batch_size=3)
+    net = clf(be).fit(X_obj, y, epochs=2, batch_size=3)
+    assert net.history["loss"] == ref.history["loss"]
+    assert_same_params(net, ref)
+    np.testing.assert_array_equal(to_host(net.predict_proba(X_obj.tolist())),
+                                  to_host(ref.predict_proba(X)))
+
+
+# ======================================================================================
+# other containers: byte order, sparse matrices, meta tensors, pandas frames
+# ======================================================================================
+#: NumPy dtypes stored otherwise than the machine's own (the other byte order; longdouble)
+BYTE_ORDERS = [np.dtype(c).newbyteorder("S") for c in ("f8", "f4", "i8")] + [np.longdouble]
+
+
+@pytest.mark.parametrize("dtype", BYTE_ORDERS, ids=[str(np.dtype(d)) for d in BYTE_ORDERS])
+def test_other_byte_orders_and_longdouble_give_the_same_results(be, dtype):
+    # big-endian data (FITS files, np.load of a file from a big-endian machine) and
+    # longdouble: torch refuses both, and the torch backend used to fail with torch's error.
+    # Small integers: every dtype here holds them exactly, so X is the reference
+    X = np.round(np.random.default_rng(5).standard_normal((6, 2)) * 8)
+    y = np.array([0, 1, 0, 1, 1, 0])
+    t = np.array([1.0, -1.0, 2.0, 0.0, 3.0, -2.0])
+    assert not np.dtype(dtype).isnative or np.dtype(dtype).type is np.longdouble
+    ref = clf(be).fit(X, y, epochs=2, batch_size=3)
+    net = clf(be).fit(X.astype(dtype), y.astype(np.dtype("i8").newbyteorder("S")), epochs=2,
+                      batch_size=3)
+    assert net.history["loss"] == ref.history["loss"]
+    assert_same_params(net, ref)
+    np.testing.assert_array_equal(to_host(net.predict_proba(X.astype(dtype))),
+                                  to_host(ref.predict_proba(X)))
+    r_ref = reg(be).fit(X, t, epochs=2, batch_size=3)
+    r_net = reg(be).fit(X.astype(dtype), t.astype(dtype), epochs=2, batch_size=3)
+    assert r_net.history["loss"] == r_ref.history["loss"]
+    assert_same_params(r_net, r_ref)
+    # set_params takes such arrays too (weights of torch.nn.Linear's shapes)
+    W, b = [np.full((3, 2), 2.0), np.full((2, 3), -1.0)], [np.ones(3), np.zeros(2)]
+    net.set_params([w.astype(dtype) for w in W], [x.astype(dtype) for x in b])
+    ref.set_params(W, b)
+    assert_same_params(net, ref)
+
+
+def _meta(shape, dtype="float64"):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    return torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+
+
+@pytest.mark.parametrize("where", ["X", "y", "validation_data[0]", "validation_data[1]"])
+def test_torch_meta_tensors_are_refused_by_name(be, where):
+    args = {"X": XOR_X, "y": XOR_Y, "validation_data[0]": XOR_X, "validation_data[1]": XOR_Y}
+    args[where] = _meta((4, 2)) if where.endswith("[0]") or where == "X" else _meta(4, "int64")
+    with pytest.raises(ValueError, match=rf"^{re.escape(where)} must be an array holding data; "
+                                         r"got a torch tensor on the 'meta' device"):
+        clf(be).fit(args["X"], args["y"], epochs=1,
+                    validation_data=(args["validation_data[0]"], args["validation_data[1]"]))
+    net = reg(be).fit(XOR_X, REG_Y, epochs=1)
+    with pytest.raises(ValueError, match=r"^X must be an array holding data; got a torch "):
+        net.predict(_meta((4, 2)))
+    with pytest.raises(ValueError, match=r"^y must be an array holding data; got a torch "):
+        net.evaluate(XOR_X, _meta(4))
+
+
+def _sparse(kind: str, a: np.ndarray):
+    if kind.startswith("torch"):
+        torch = pytest.importorskip("torch", reason="torch not installed")
+        t = torch.asarray(a)
+        return t.to_sparse() if kind == "torch-coo" else t.to_sparse_csr(), "to_dense"
+    sp = pytest.importorskip("scipy.sparse", reason="scipy not installed")
+    return getattr(sp, kind)(a), "toarray"
+
+
+@pytest.mark.parametrize("kind", ["csr_matrix", "csr_array", "coo_array", "torch-coo",
+                                  "torch-csr"])
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_inputs_are_refused_with_a_hint(be, kind):
+    X, dense = _sparse(kind, XOR_X)
+    with pytest.raises(ValueError, match=rf"^X must be a dense array; got a sparse .*\. Pass a "
+                                         rf"dense copy such as X\.{dense}\(\) if it fits in "
+                                         r"memory$"):
+        clf(be).fit(X, XOR_Y, epochs=1)
+    net = clf(be).fit(XOR_X, XOR_Y, epochs=1)
+    with pytest.raises(ValueError, match=r"^X must be a dense array; got a sparse "):
+        net.predict(X)
+    with pytest.raises(ValueError, match=r"^validation_data\[0\] must be a dense array; "):
+        clf(be).fit(XOR_X, XOR_Y, epochs=1, validation_data=(X, XOR_Y))
+
+
+def _pandas():
+    return pytest.importorskip("pandas", reason="pandas is not a bpx dependency; these "
+                                                "checks run where it is installed")
+
+
+@pytest.mark.parametrize("dtypes", ["Float64", "Int64", "bool+float", "boolean+Int64"])
+def test_numeric_pandas_frames_give_the_same_results(be, dtypes):
+    # nullable (Float64, Int64, boolean) or mixed columns make np.asarray return dtype object:
+    # they were refused with "encode strings or categories"
+    pd = _pandas()
+    X = np.round(np.random.default_rng(6).standard_normal((6, 2)) * 4)
+    X[:, 0] = X[:, 0] > 0
+    y = np.array([0, 1, 0, 1, 1, 0])
+    df = pd.DataFrame(X, columns=["a", "b"])
+    if dtypes in ("Float64", "Int64"):
+        df = df.astype(dtypes)
+    else:
+        first, second = dtypes.split("+")
+        df = df.astype({"a": first, "b": "float64" if second == "float" else second})
+    assert np.asarray(df).dtype == object  # the case this is about
+    ref = clf(be).fit(X, y, epochs=2, batch_size=3)
+    net = clf(be).fit(df, y, epochs=2, batch_size=3)
+    assert net.history["loss"] == ref.history["loss"]
+    assert_same_params(net, ref)
+    np.testing.assert_array_equal(to_host(net.predict_proba(df)), to_host(ref.predict_proba(X)))
+    r_ref = reg(be, layers=(2, 3, 2)).fit(XOR_X, X[:4], epochs=2, batch_size=2)
+    r_net = reg(be, layers=(2, 3, 2)).fit(XOR_X, df.iloc[:4], epochs=2, batch_size=2)
+    assert r_net.history["loss"] == r_ref.history["loss"]
+
+
+def test_missing_values_in_pandas_frames_are_named(be):
+    pd = _pandas()
+    df = pd.DataFrame(XOR_X, columns=["a", "b"]).astype("Float64")
+    df.iloc[1, 0] = pd.NA
+    with pytest.raises(ValueError, match=r"^X contains NaN or infinity; every value must be "):
+        clf(be).fit(df, XOR_Y, epochs=1)
+    with pytest.raises(ValueError, match=r"^validation_data\[0\] contains NaN or infinity"):
+        clf(be).fit(XOR_X, XOR_Y, epochs=1, validation_data=(df, XOR_Y))
+    targets = pd.DataFrame(np.c_[REG_Y, REG_Y]).astype("Float64")
+    targets.iloc[2, 1] = pd.NA
+    with pytest.raises(ValueError, match=r"^y contains NaN or infinity; every value must be "):
+        reg(be, layers=(2, 3, 2)).fit(XOR_X, targets, epochs=1)
+    # strings stay refused as strings, whatever the other columns hold
+    df["b"] = ["x", "y", "x", "y"]
+    with pytest.raises(TypeError, match=r"^X must be numeric \(float, int or bool\); got dtype "
+                                        r"object\. Encode strings or categories"):
+        clf(be).fit(df, XOR_Y, epochs=1)
+
+
+@pytest.mark.parametrize("case", ["string", "object-NA", "object-NaT"])
+def test_missing_pandas_labels_are_named(be, case):
+    pd = _pandas()
+    if case == "string":
+        y, shown = pd.Series(["a", "b", "b", "a"], dtype="string"), "pd.NA"
+        y[2] = pd.NA
+    else:
+        missing, shown = (pd.NA, "pd.NA") if case == "object-NA" else (pd.NaT, "NaT")
+        y = pd.Series([0, 1, missing, 0], dtype=object)
+    with pytest.raises(ValueError, match=rf"^y contains {shown}; every sample needs a label"):
+        clf(be).fit(XOR_X, y, epochs=1)
 
 
 # ======================================================================================
