@@ -55,6 +55,17 @@ def refuse_sparse(x, name: str) -> None:
         raise ValueError(msg)
 
 
+def refuse_unreadable(x, name: str) -> None:
+    """Arrays whose values cannot be read as they are: masked, sparse, or a torch tensor on
+    the 'meta' device (shapes only), each refused naming ``name``."""
+    refuse_masked(x, name)
+    refuse_sparse(x, name)
+    if array_api_compat.is_torch_array(x) and x.device.type == "meta":
+        msg = (f"{name} must be an array holding data; got a torch tensor on the 'meta' "
+               "device, which holds none")
+        raise ValueError(msg)
+
+
 def as_array(x, name: str, *, numeric: bool = False):
     """``x`` as an array of its own library, or a NumPy array for lists and scalars.
 
@@ -64,12 +75,7 @@ def as_array(x, name: str, *, numeric: bool = False):
     if x is None:
         msg = f"{name} must be an array, got None"
         raise TypeError(msg)
-    refuse_masked(x, name)
-    refuse_sparse(x, name)
-    if array_api_compat.is_torch_array(x) and x.device.type == "meta":
-        msg = (f"{name} must be an array holding data; got a torch tensor on the 'meta' "
-               "device, which holds none")
-        raise ValueError(msg)
+    refuse_unreadable(x, name)
     if isinstance(x, np.ndarray):
         a = to_host(x)  # ml_dtypes' bfloat16 / float8 as float32
     elif array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
@@ -81,7 +87,12 @@ def as_array(x, name: str, *, numeric: bool = False):
             msg = f"{name} must be a rectangular numeric array, got {type(x).__name__} ({exc})"
             raise ValueError(msg) from None
     if numeric and a.dtype == object:
-        a = _numeric_objects(x, a)
+        a = _numeric_objects(x, a, name)
+    elif a.dtype.kind in "US" and a.ndim == 1 and isinstance(x, (list, tuple)) and not all(
+            isinstance(v, (str, bytes)) for v in x):
+        # a list of labels that are not all strings: NumPy would make them strings
+        # (NaN -> "nan", 1 -> "1"); as objects, a missing one or a mix of kinds is named
+        a = np.asarray(x, dtype=object)
     return a
 
 
@@ -90,7 +101,7 @@ def _is_missing_type(t: type) -> bool:
     return t is type(None) or t.__name__ == "NAType"
 
 
-def _numeric_objects(x, a: np.ndarray) -> np.ndarray:
+def _numeric_objects(x, a: np.ndarray, name: str) -> np.ndarray:
     """An object array ``a`` (made from ``x``) of numbers and missing values as float64, with
     NaN for a missing value, so that the finite check names it; ``a`` itself otherwise.
 
@@ -110,7 +121,11 @@ def _numeric_objects(x, a: np.ndarray) -> np.ndarray:
     if missing - {type(None)}:  # NumPy casts None to NaN, but not pandas' NA
         a = np.array([None if type(v) in missing else v for v in a.flat],
                      dtype=object).reshape(a.shape)
-    return a.astype(np.float64)
+    try:
+        return a.astype(np.float64)
+    except OverflowError:  # a Python int beyond float64's range (about 1.8e308)
+        msg = f"{name} holds an integer too large for float64 (beyond about 1.8e308)"
+        raise ValueError(msg) from None
 
 
 def check_features(X, be: Backend, dtype: str, *, name: str = "X",
@@ -265,7 +280,7 @@ def check_sample_weight(sample_weight, m: int) -> np.ndarray | None:
     """Host float64 weights of shape (m,), finite, >= 0, not all zero; None passes through."""
     if sample_weight is None:
         return None
-    w = to_host(as_array(sample_weight, "sample_weight"))
+    w = to_host(as_array(sample_weight, "sample_weight", numeric=True))
     if w.dtype.kind not in "biuf":
         msg = f"sample_weight must be numeric, got dtype {w.dtype}"
         raise TypeError(msg)

@@ -605,6 +605,10 @@ class Network:
         """Replace the parameters (any array library; checked against the layer shapes, and
         finite once converted to the network's dtype)."""
         shapes = [(o, i) for i, o in zip(self.layers[:-1], self.layers[1:])]
+        weights, biases = list(weights), list(biases)
+        for what, arrays in (("weights", weights), ("biases", biases)):
+            for l, x in enumerate(arrays):
+                v.refuse_unreadable(x, f"{what}[{l}]")
         weights = [w if hasattr(w, "shape") else v.as_array(w, "weights") for w in weights]
         biases = [b if hasattr(b, "shape") else v.as_array(b, "biases") for b in biases]
         if len(weights) != len(shapes) or len(biases) != len(shapes):

@@ -599,6 +599,55 @@ def test_numeric_object_arrays_are_read_as_their_numbers(be):
                                   to_host(ref.predict_proba(X)))
 
 
+@pytest.mark.parametrize(("labels", "match"), [
+    (["a", "b", float("nan"), "a"], r"^y contains NaN; every sample needs a label"),
+    (["a", "b", 1, "a"], r"^y mixes label types that cannot be sorted together \(int, str\)"),
+])
+def test_a_list_of_labels_keeps_its_kinds(be, labels, match):
+    """NumPy makes a list of strings and other things all strings: NaN became the class
+    "nan" and 1 the class "1", silently."""
+    with pytest.raises((ValueError, TypeError), match=match):
+        clf(be).fit(XOR_X, labels, epochs=1)
+    net = clf(be).fit(XOR_X, ["a", "b", "b", "a"], epochs=1)  # strings alone: as before
+    assert net.classes_.tolist() == ["a", "b"]
+
+
+def test_an_integer_beyond_float64_is_named(be):
+    X = np.array([[10**400, 1], [0, 1], [1, 0], [1, 1]], dtype=object)
+    with pytest.raises(ValueError, match=r"^X holds an integer too large for float64"):
+        clf(be).fit(X, XOR_Y, epochs=1)
+
+
+def test_a_sample_weight_with_a_missing_value_is_named_as_such():
+    """[1, None, 1, 3] is an object array to NumPy: it was refused as "not numeric"."""
+    with pytest.raises(ValueError, match=r"^sample_weight must be finite"):
+        bpx.Network([2, 3, 2], backend="numpy", seed=0).fit(
+            XOR_X, XOR_Y, epochs=1, sample_weight=[1, None, 1, 3])
+    a = bpx.Network([2, 3, 2], backend="numpy", seed=0, dtype="float64")
+    b = bpx.Network([2, 3, 2], backend="numpy", seed=0, dtype="float64")
+    a.fit(XOR_X, XOR_Y, epochs=2, sample_weight=np.array([1, 2.0, True, 3], dtype=object))
+    b.fit(XOR_X, XOR_Y, epochs=2, sample_weight=np.array([1.0, 2.0, 1.0, 3.0]))
+    assert a.history["loss"] == b.history["loss"]
+
+
+@pytest.mark.parametrize("bad", ["meta", "sparse"])
+def test_set_params_refuses_meta_and_sparse_arrays_by_name(be, bad):
+    net = reg(be)
+    W = [np.ones((3, 2)), np.ones((1, 3))]
+    b = [np.zeros(3), np.zeros(1)]
+    if bad == "meta":
+        b[1] = _meta((1,))
+        match = r"^biases\[1\] must be an array holding data; got a torch tensor on the 'meta'"
+    else:
+        W[0] = _sparse("csr_matrix", W[0])[0]
+        match = r"^weights\[0\] must be a dense array; got a sparse csr_matrix"
+    before = [to_host(w).copy() for w in net.weights]
+    with pytest.raises(ValueError, match=match):
+        net.set_params(W, b)
+    for w, old in zip(net.weights, before):
+        np.testing.assert_array_equal(to_host(w), old)
+
+
 # ======================================================================================
 # other containers: byte order, sparse matrices, meta tensors, pandas frames
 # ======================================================================================
@@ -978,11 +1027,11 @@ def test_a_refused_fit_changes_nothing():
 
 def test_class_weight_zeroing_every_sample_is_refused():
     X, y = np.random.default_rng(0).standard_normal((12, 3)), np.arange(12) % 3
-    with pytest.raises(ValueError, match="^class_weight gives every sample a weight of 0; "
-                       "nothing to train on"):
+    with pytest.raises(ValueError, match=r"^class_weight gives every sample a weight of 0; "
+                       r"nothing to train on"):
         bpx.Network([3, 4, 3], seed=0).fit(X, y, class_weight={0: 0, 1: 0, 2: 0}, epochs=1)
-    with pytest.raises(ValueError, match="^sample_weight and class_weight together give every "
-                       "sample a weight of 0"):
+    with pytest.raises(ValueError, match=r"^sample_weight and class_weight together give every "
+                       r"sample a weight of 0"):
         bpx.Network([3, 4, 3], seed=0).fit(X, y, sample_weight=(y == 0).astype(float),
                                            class_weight={0: 0, 1: 1, 2: 1}, epochs=1)
 
