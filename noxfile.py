@@ -31,8 +31,9 @@ def _run_tests(session: nox.Session, backends: str, *extra: str, extras: str = "
 
 @nox.session(name="tests-numpy", tags=["tests", "default"])
 def tests_numpy(session: nox.Session) -> None:
-    """NumPy, plus every backend-independent test (plots and scikit-learn estimators too)."""
-    _run_tests(session, "numpy", "scikit-learn", extras="test,plot")
+    """NumPy, plus every backend-independent test (plots, scikit-learn estimators and pandas
+    DataFrames too)."""
+    _run_tests(session, "numpy", "scikit-learn", "pandas", extras="test,plot")
 
 
 @nox.session(name="tests-strict", tags=["tests", "default"])
@@ -44,7 +45,7 @@ def tests_strict(session: nox.Session) -> None:
 @nox.session(name="tests-torch", tags=["tests", "default"])
 def tests_torch(session: nox.Session) -> None:
     """PyTorch (CPU here): bpx through torch, and torch autograd as the gradient oracle."""
-    _run_tests(session, "torch", os.environ.get("BPX_TORCH", "torch==2.13.0"))
+    _run_tests(session, "torch", os.environ.get("BPX_TORCH", "torch==2.13.0"), "pandas")
 
 
 @nox.session(name="tests-jax", tags=["tests", "default"])

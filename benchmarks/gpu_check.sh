@@ -49,6 +49,9 @@ capped() {
     log "$label (cut at ${cap}s)"
     timeout -s INT -k 15 "$cap" "$@"
 }
+# cut_note RC: what a stage's exit status says about its end (124: cut or skipped; 137: it
+# outlived the SIGINT and was killed)
+cut_note() { case "$1" in 124) echo " (cut or skipped)" ;; 137) echo " (killed after the cut)" ;; esac; }
 
 log "repo $(pwd); output $OUT"
 
@@ -114,7 +117,7 @@ capped "$GPU_TEST_TIMEOUT" "pytest, GPU files (BPX_TEST_BACKENDS=cupy,numpy)" \
     2>&1 | tee "$OUT/tests-gpu.log" | tail -n 25
 GPU_TEST_RC=${PIPESTATUS[0]}
 echo "$GPU_TEST_RC" > "$OUT/tests-gpu.rc"
-log "pytest, GPU files: exit $GPU_TEST_RC$( [ "$GPU_TEST_RC" = 124 ] && echo ' (cut)')"
+log "pytest, GPU files: exit $GPU_TEST_RC$(cut_note "$GPU_TEST_RC")"
 
 # --- benchmark -----------------------------------------------------------------------------
 # --in-process --warmup 0: the worker-process mode has not run on a GPU machine yet; run 3
@@ -125,7 +128,7 @@ capped "$BENCH_TIMEOUT" "benchmark" env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 be
     --label gpu --out "$OUT/bench" --overwrite ${BENCH_EXTRA:-} > "$OUT/bench.log" 2>&1
 BENCH_RC=$?
 echo "$BENCH_RC" > "$OUT/bench.rc"
-log "benchmark exit code $BENCH_RC$( [ "$BENCH_RC" = 124 ] && echo ' (cut)')"
+log "benchmark exit code $BENCH_RC$(cut_note "$BENCH_RC")"
 
 # --- D in detail: the fused SGD step on and off (paired), and fixed vs per-step cost --------
 capped "$DETAIL_TIMEOUT" "paired D: fused descent (cuBLAS beta = 1) on/off" \
@@ -145,7 +148,7 @@ capped "$TEST_TIMEOUT" "pytest, the other files (BPX_TEST_BACKENDS=cupy,numpy)" 
     2>&1 | tee "$OUT/tests-cupy.log" | tail -n 25
 TEST_RC=${PIPESTATUS[0]}
 echo "$TEST_RC" > "$OUT/tests-cupy.rc"
-log "pytest, the other files: exit $TEST_RC$( [ "$TEST_RC" = 124 ] && echo ' (cut)')"
+log "pytest, the other files: exit $TEST_RC$(cut_note "$TEST_RC")"
 
 # --- the same bpx[cupy] rows without CUDA graphs: what the captured steps are worth -----------
 capped "$ABLATION_TIMEOUT" "benchmark without CUDA graphs (BPX_CUPY_GRAPHS=0; D, C, B64)" \

@@ -49,7 +49,9 @@ def refuse_sparse(x, name: str) -> None:
             msg = (f"{name} must be a dense array; got a sparse torch tensor ({x.layout}). "
                    f"Pass a dense copy such as {name}.to_dense() if it fits in memory")
             raise ValueError(msg)
-    elif hasattr(x, "tocsr") and hasattr(x, "nnz"):  # scipy.sparse (or cupyx's), duck-typed
+    elif hasattr(type(x), "tocsr") and hasattr(type(x), "nnz"):
+        # scipy.sparse (or cupyx's), duck-typed on the class: a DataFrame would answer for
+        # columns named "tocsr" and "nnz"
         msg = (f"{name} must be a dense array; got a sparse {type(x).__name__}. "
                f"Pass a dense copy such as {name}.toarray() if it fits in memory")
         raise ValueError(msg)
@@ -88,12 +90,19 @@ def as_array(x, name: str, *, numeric: bool = False):
             raise ValueError(msg) from None
     if numeric and a.dtype == object:
         a = _numeric_objects(x, a, name)
-    elif a.dtype.kind in "US" and a.ndim == 1 and isinstance(x, (list, tuple)) and not all(
-            isinstance(v, (str, bytes)) for v in x):
+    elif a.dtype.kind in "US" and isinstance(x, (list, tuple)):
         # a list of labels that are not all strings: NumPy would make them strings
         # (NaN -> "nan", 1 -> "1"); as objects, a missing one or a mix of kinds is named
-        a = np.asarray(x, dtype=object)
+        objects = np.asarray(x, dtype=object)
+        if objects.shape == a.shape and not all(map(_is_text, objects.flat)):
+            a = objects
     return a
+
+
+def _is_text(v) -> bool:
+    """A string label: ``str`` / ``bytes`` (NumPy's ``str_`` included) or a 0-d string array."""
+    return isinstance(v, (str, bytes)) or (
+        isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "US")
 
 
 def _is_missing_type(t: type) -> bool:
@@ -231,13 +240,18 @@ def check_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         msg = f"{name} contains NaN or infinity; class labels must be finite"
         raise ValueError(msg)
-    if y.dtype.kind == "O":
-        for v in y:
+    if y.dtype.kind == "O" and any(map(_may_be_missing, set(map(type, y)))):
+        for v in y:  # only when a type that can hold a missing value is there at all
             missing = _missing_label(v)
             if missing:
                 msg = f"{name} contains {missing}; every sample needs a label"
                 raise ValueError(msg)
     return y
+
+
+def _may_be_missing(t: type) -> bool:
+    return t is type(None) or issubclass(t, (float, np.floating)) or t.__name__ in (
+        "NAType", "NaTType")
 
 
 def _missing_label(v) -> str | None:

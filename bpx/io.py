@@ -217,6 +217,10 @@ def _names(names, what: str, n: int | None = None) -> list[str] | None:
         count = f"{n} " if n is not None else ""
         msg = f"cannot save: {what} must be None or a list of {count}str, got {names!r}"
         raise ValueError(msg)
+    if len(set(names)) != len(names):  # bpx predict matches columns by these names
+        msg = (f"cannot save: {what} repeats names, so they cannot say which column is "
+               f"which: {names!r}")
+        raise ValueError(msg)
     return list(names)
 
 
@@ -604,10 +608,11 @@ def _check_config(c: dict, fail) -> None:
         names = c.get(key)
         if names is not None and (not isinstance(names, list)
                                   or not all(isinstance(x, str) for x in names)
-                                  or (n is not None and len(names) != n)):
+                                  or (n is not None and len(names) != n)
+                                  or len(set(names)) != len(names)):
             want = f"{n} " if n is not None else ""
-            raise fail(f"config {key!r} must be null or a list of {want}strings, got "
-                       f"{_brief(names)}")
+            raise fail(f"config {key!r} must be null or a list of {want}distinct strings, "
+                       f"got {_brief(names)}")
     classes = c["classes"]
     if classes is not None and (not isinstance(classes, dict)
                                 or set(classes) != {"dtype", "values"}

@@ -285,11 +285,9 @@ class Network:
                 if fit:
                     self.feature_names = names
             elif names != list(self.feature_names):
-                order = (" (the same names in another order)"
-                         if sorted(names) == sorted(self.feature_names) else "")
-                msg = (f"{name} has the columns {reprlib.repr(names)}, but this network was "
-                       f"trained on {reprlib.repr(list(self.feature_names))}{order}; select "
-                       f"and order them with X[net.feature_names]")
+                msg = (f"{name}'s columns are not those this network was trained on "
+                       f"(net.feature_names): {_column_difference(names, self.feature_names)}; "
+                       f"select and order them with X[net.feature_names]")
                 raise ValueError(msg)
         return Xd
 
@@ -417,7 +415,8 @@ class Network:
             per epoch; the rate it returns must be a finite number >= 0
         early_stopping : False, True (patience 10) or an int patience; stops when
             ``val_loss`` (``loss`` without validation data) has not decreased for that many
-            epochs, and at any end (Ctrl-C included) restores the best epoch's weights.
+            epochs, and at the end (Ctrl-C included) restores the best epoch's weights; after
+            a divergence the weights fit restored then stand (docs/errors.md).
             It runs before the ``callbacks``, so their ``on_train_end`` sees those weights.
         callbacks : sequence of :class:`bpx.callbacks.Callback` instances (or one, or None)
         on_divergence : "raise" (default), "warn" or "ignore" — what a non-finite epoch loss
@@ -738,7 +737,9 @@ class Network:
 
 def _column_names(X) -> list[str] | None:
     """The column names of a table (anything with ``columns`` of strings: pandas, polars),
-    else None (arrays, and tables with other labels, as scikit-learn does)."""
+    stripped of surrounding spaces as ``bpx predict`` strips a CSV header's cells; None for
+    arrays, for tables with other labels (as scikit-learn does) and for names that repeat
+    once stripped, which cannot say which column is which."""
     cols = getattr(X, "columns", None)
     if cols is None or isinstance(X, np.ndarray):
         return None
@@ -746,7 +747,23 @@ def _column_names(X) -> list[str] | None:
         names = list(cols)
     except TypeError:
         return None
-    return names if names and all(isinstance(c, str) for c in names) else None
+    if not names or not all(isinstance(c, str) for c in names):
+        return None
+    names = [c.strip() for c in names]
+    return names if len(set(names)) == len(names) and all(names) else None
+
+
+def _column_difference(names: list[str], trained: Sequence[str]) -> str:
+    """What differs between a table's column names and ``trained``, briefly."""
+    missing = [n for n in trained if n not in names]
+    extra = [n for n in names if n not in trained]
+    if not missing and not extra:
+        i = next(i for i, (a, b) in enumerate(zip(names, trained)) if a != b)
+        return (f"the same names in another order (column {i} is {names[i]!r}, trained as "
+                f"{trained[i]!r})")
+    parts = [f"lacks {reprlib.repr(missing)}" if missing else "",
+             f"has {reprlib.repr(extra)}, not trained on" if extra else ""]
+    return "; ".join(p for p in parts if p)
 
 
 def _rng_from(seed) -> np.random.Generator:
@@ -810,14 +827,27 @@ def _check_pair(loss, output, n_out: int) -> None:
         raise ValueError(msg)
 
 
+_HOOKS = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
+
+
+def _is_callback(cb) -> bool:
+    """A :class:`bpx.callbacks.Callback`, or an object with all four of its hooks (the
+    protocol fit calls; classes are not callbacks, even with the hooks as functions)."""
+    from bpx.callbacks import Callback
+
+    if isinstance(cb, type):
+        return False
+    return isinstance(cb, Callback) or all(callable(getattr(cb, h, None)) for h in _HOOKS)
+
+
 def _check_callbacks(callbacks) -> list:
-    """fit's ``callbacks`` as a new list of :class:`bpx.callbacks.Callback` instances (None
-    and a single callback are taken as none and as a list of one)."""
+    """fit's ``callbacks`` as a new list of callbacks (:func:`_is_callback`); None and a
+    single callback are taken as none and as a list of one."""
     from bpx.callbacks import Callback
 
     if callbacks is None:
         return []
-    if isinstance(callbacks, Callback):
+    if _is_callback(callbacks):
         return [callbacks]
     if isinstance(callbacks, (str, bytes, dict)) or not hasattr(callbacks, "__iter__"):
         msg = ("callbacks must be a list of bpx.callbacks.Callback instances, got "
@@ -825,10 +855,11 @@ def _check_callbacks(callbacks) -> list:
         raise TypeError(msg)
     callbacks = list(callbacks)
     for i, cb in enumerate(callbacks):
-        if not isinstance(cb, Callback):
+        if not _is_callback(cb):
             hint = (f" (a class: pass an instance, e.g. {cb.__name__}(...))"
                     if isinstance(cb, type) and issubclass(cb, Callback) else
-                    "; subclass bpx.callbacks.Callback and override its on_... methods")
+                    "; subclass bpx.callbacks.Callback and override its on_... methods (an "
+                    f"object of another class needs all of {', '.join(_HOOKS)})")
             msg = (f"callbacks[{i}] must be a bpx.callbacks.Callback instance, got "
                    f"{_describe(cb)}{hint}")
             raise TypeError(msg)

@@ -518,6 +518,17 @@ def test_a_stratified_split_holds_out_the_fraction_asked(sizes, fraction, seed):
         assert np.all(per_class <= np.ceil(share))
 
 
+def test_shares_that_tie_in_decimal_tie_in_the_split():
+    """5 · 0.7 and 45 · 0.7 both end in ½ (in floating point they differ in the last bit,
+    which gave the row to the same class for every seed): the row is drawn."""
+    from bpx.datasets import split_mask
+
+    y = np.repeat([0, 1], [5, 45])
+    counts = {tuple(np.bincount(y[split_mask(y, 0.7, np.random.default_rng(s))]).tolist())
+              for s in range(20)}
+    assert counts == {(3, 32), (4, 31)}
+
+
 def test_a_tie_at_the_cut_is_drawn_from_the_rng():
     """20 classes of 4 at 0.1: 8 of the 20 equal remainders get a row; which ones depends on
     the seed, not on the classes' order."""
@@ -659,15 +670,15 @@ def test_fit_records_a_tables_column_names_and_predict_checks_them():
     shuffled = T[["b", "a", "c", "d"]]
     for call in (net.predict, net.predict_proba, lambda X: net.evaluate(X, y),
                  lambda X: net.fit(X, y, epochs=1)):
-        with pytest.raises(ValueError, match=r"X has the columns \['b', 'a', 'c', 'd'\], but "
-                           r"this network was trained on \['a', 'b', 'c', 'd'\] \(the same "
-                           r"names in another order\); select and order them with "
+        with pytest.raises(ValueError, match=r"X's columns are not those this network was "
+                           r"trained on \(net.feature_names\): the same names in another order "
+                           r"\(column 0 is 'b', trained as 'a'\); select and order them with "
                            r"X\[net.feature_names\]"):
             call(shuffled)
     np.testing.assert_array_equal(net.predict(shuffled[net.feature_names]), net.predict(T))
     np.testing.assert_array_equal(net.predict(T.data), net.predict(T))  # plain arrays: as is
-    with pytest.raises(ValueError, match=r"validation_data\[0\] has the columns \['a', 'b', "
-                       r"'c', 'x'\]"):
+    with pytest.raises(ValueError, match=r"validation_data\[0\]'s columns are not those .*: "
+                       r"lacks \['d'\]; has \['x'\], not trained on"):
         net.fit(T, y, epochs=1, validation_data=(_Table(T.data, ["a", "b", "c", "x"]), y))
 
 
@@ -685,7 +696,7 @@ def test_column_names_survive_save_and_load(tmp_path):
     net.save(tmp_path / "m.bpx")
     back = bpx.load(tmp_path / "m.bpx", backend="numpy")
     assert back.feature_names == cols
-    with pytest.raises(ValueError, match="has the columns"):
+    with pytest.raises(ValueError, match="the same names in another order"):
         back.predict(T[["d", "c", "b", "a"]])
 
 
@@ -695,6 +706,47 @@ def test_tables_without_string_column_names_are_read_by_position():
     net.fit(_Table(T.data, [0, 1, 2, 3]), y, epochs=1)
     assert net.feature_names is None
     net.predict(_Table(T.data, [3, 2, 1, 0]))
+
+
+def test_column_names_are_stripped_and_must_be_distinct(tmp_path):
+    """pd.read_csv keeps a header's spaces (" b"); bpx predict strips a CSV header's cells,
+    so names are recorded stripped. Names that repeat cannot say which column is which:
+    none are recorded (bpx predict read the first "a" twice and dropped the second)."""
+    T, y, _ = _tables()
+    spaced = bpx.Network([4, 6, 3], backend="numpy", seed=0).fit(
+        _Table(T.data, ["a", " b", " c", " d"]), y, epochs=1)
+    assert spaced.feature_names == ["a", "b", "c", "d"]
+    spaced.predict(_Table(T.data, ["a", "b ", "c", "d"]))
+    repeated = bpx.Network([4, 6, 3], backend="numpy", seed=0).fit(
+        _Table(T.data, ["a", "a", "b", "c"]), y, epochs=1)
+    assert repeated.feature_names is None
+    repeated.feature_names = ["a", "a", "b", "c"]
+    with pytest.raises(ValueError, match=r"cannot save: feature_names repeats names"):
+        repeated.save(tmp_path / "m.bpx")
+
+
+def test_a_column_mismatch_names_the_difference():
+    T, y, _ = _tables()
+    net = bpx.Network([4, 6, 3], backend="numpy", seed=0).fit(T, y, epochs=1)
+    with pytest.raises(ValueError, match=r"lacks \['d'\]; has \['e'\], not trained on"):
+        net.predict(_Table(T.data, ["a", "b", "c", "e"]))
+    with pytest.raises(ValueError, match=r"column 2 is 'd', trained as 'c'"):
+        net.predict(_Table(T.data, ["a", "b", "d", "c"]))
+
+
+def test_a_table_with_columns_named_like_sparse_attributes_is_not_sparse():
+    """pandas answers df.nnz and df.tocsr for columns of those names."""
+
+    class Frame(_Table):
+        def __getattr__(self, name):
+            if name in self.columns:
+                return self.data[:, self.columns.index(name)]
+            raise AttributeError(name)
+
+    X, y = blobs(40)
+    net = bpx.Network([4, 6, 3], backend="numpy", seed=0)
+    net.fit(Frame(X, ["nnz", "tocsr", "c", "d"]), y, epochs=1)
+    assert net.feature_names == ["nnz", "tocsr", "c", "d"]
 
 
 def test_a_pandas_dataframe_is_checked_by_column_name():

@@ -439,19 +439,23 @@ def test_early_stopping_counts_any_improvement_by_default():
 
 
 def test_early_stopping_restores_the_best_seen_whatever_min_delta():
-    """min_delta decides patience only: the weights put back are those of the lowest
-    val_loss seen, even when it beat the previous best by less than min_delta."""
-    X, y = blobs(40)
-    Xv, yv = blobs(40, seed=1)
-    es = callbacks.EarlyStopping(patience=3, min_delta=0.05)
+    """min_delta decides patience only: the weights put back are those of the lowest value
+    seen, even when it beat the previous best by less than min_delta (epoch 2 here: 0.49
+    after 0.5, with min_delta 0.05). The old rule kept epoch 1's. Driven by hand, with
+    each epoch's weights marked by their epoch, so the run has exactly these losses."""
     net = net64()
-    net.fit(X, y, epochs=40, batch_size=8, optimizer="sgd", lr=0.05,
-            validation_data=(Xv, yv), callbacks=[es])
-    val = net.history["val_loss"]
-    assert es.best == min(val) and es.restored_epoch == es.best_epoch == int(np.argmin(val))
-    assert net.evaluate(Xv, yv)["loss"] == pytest.approx(min(val), rel=1e-12)
-    # and patience still went by min_delta: it stopped although val_loss kept falling
-    assert es.stopped_epoch is not None
+    es = callbacks.EarlyStopping(patience=2, min_delta=0.05)
+    es.on_train_begin(net)
+    W, b = net.get_params()
+    for epoch, loss in enumerate([1.0, 0.5, 0.49, 0.6, 0.7, 0.3]):
+        net.set_params([np.full_like(w, epoch) for w in W], b)
+        es.on_epoch_end(net, epoch, {"loss": loss})
+        if net.stop_training:
+            break
+    assert es.stopped_epoch == 4  # 0.49, 0.6, 0.7: no improvement by 0.05 on 0.5
+    es.on_train_end(net, {})
+    assert es.best == 0.49 and es.best_epoch == es.restored_epoch == 2
+    assert all(np.all(w == 2) for w in net.weights)
 
 
 def test_early_stopping_never_keeps_broken_weights_as_best():
@@ -555,6 +559,35 @@ def test_a_schedule_class_is_refused_with_a_hint(cls):
 def test_bad_callbacks_are_named(value, match):
     with pytest.raises(TypeError, match=match):
         net64().fit(*blobs(20), epochs=1, callbacks=value)
+
+
+def test_an_object_with_the_four_hooks_is_a_callback():
+    """Duck typing, as before the argument was checked: the four hooks are the protocol."""
+    seen = []
+
+    class Logger:  # not a Callback subclass
+        def on_train_begin(self, net):
+            seen.append("begin")
+
+        def on_epoch_begin(self, net, epoch):
+            pass
+
+        def on_epoch_end(self, net, epoch, logs):
+            seen.append(epoch)
+
+        def on_train_end(self, net, logs):
+            seen.append("end")
+
+    net64().fit(*blobs(20), epochs=2, callbacks=[Logger()])
+    assert seen == ["begin", 0, 1, "end"]
+
+    class Partial:
+        def on_epoch_end(self, net, epoch, logs):
+            pass
+
+    with pytest.raises(TypeError, match=r"callbacks\[0\] must be .*an object of another class "
+                                        r"needs all of on_train_begin, on_epoch_begin"):
+        net64().fit(*blobs(20), epochs=1, callbacks=[Partial()])
 
 
 def test_callbacks_may_be_none_or_a_single_callback():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+from fractions import Fraction
 from importlib import resources
 
 import numpy as np
@@ -67,11 +69,17 @@ def _stratified_counts(counts: np.ndarray, fraction: float, rng: np.random.Gener
                        keep_one: bool) -> np.ndarray:
     """How many rows of each class to hold out: ``round(Σ counts · fraction)`` in all, by
     largest remainder (see :func:`split_mask`), at most ``counts − 1`` each with
-    ``keep_one``."""
-    quota = counts * fraction
+    ``keep_one``.
+
+    The shares are exact fractions of the decimal ``fraction`` reads as (0.7 is 7/10), so
+    that classes whose shares tie (5 · 0.7 and 45 · 0.7 both end in ½) compare equal and
+    the tie is drawn, where floating point would have favoured one of them every time.
+    """
+    f = Fraction(repr(float(fraction)))
+    quota = [int(c) * f for c in counts]
     cap = counts - 1 if keep_one else counts
-    n = np.minimum(np.floor(quota).astype(np.int64), cap)
-    need = round(int(counts.sum()) * fraction) - int(n.sum())
+    n = np.minimum([math.floor(q) for q in quota], cap).astype(np.int64)
+    need = round(int(counts.sum()) * f) - int(n.sum())
     while need > 0:
         open_ = np.flatnonzero(n < cap)
         if open_.size == 0:  # every class at its cap: hold out fewer than asked
@@ -80,10 +88,10 @@ def _stratified_counts(counts: np.ndarray, fraction: float, rng: np.random.Gener
             n[open_] += 1
             need -= open_.size
             continue
-        rem = (quota - n)[open_]
-        cut = np.sort(rem)[::-1][need - 1]  # the smallest remainder that gets a row
-        above = open_[rem > cut]
-        tied = open_[rem == cut]
+        rem = {int(c): quota[c] - int(n[c]) for c in open_}
+        cut = sorted(rem.values(), reverse=True)[need - 1]  # the smallest share given a row
+        above = np.array([c for c in open_ if rem[c] > cut], dtype=np.int64)
+        tied = np.array([c for c in open_ if rem[c] == cut], dtype=np.int64)
         # drawn only when the tie straddles the cut, so every other split draws as before
         n[above] += 1
         n[rng.choice(tied, need - above.size, replace=False)
