@@ -626,7 +626,8 @@ def _delete(key):
      "config 'classes': classes_ must hold distinct labels"),
     (_set("loss", "mse"), "a regressor .*with class labels"),
     (_set("rng", {"bit_generator": "MT19937"}), "unsupported generator 'MT19937'"),
-    (_set("feature_names", ["a"]), r"'feature_names' must be null or a list of \d+ distinct strings"),
+    (_set("feature_names", ["a"]),
+     r"'feature_names' must be null or a list of \d+ distinct strings"),
     (_set("feature_names", ["a", "a", "b"]), r"'feature_names' must be null or a list of 3 "
                                              r"distinct strings, got \['a', 'a', 'b'\]"),
     (_set("target_names", "y"), "'target_names' must be null or a list of distinct strings"),
