@@ -197,11 +197,15 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
 
 
 def _check_finite_host(X: np.ndarray, name: str, dtype: str) -> None:
-    if not np.all(np.isfinite(X)):
+    # in chunks of rows: no temporary of X's shape (a bool array of X.size, or |X|)
+    rows = max(1, (1 << 20) // max(1, X.size // max(1, X.shape[0])))
+    if not all(np.isfinite(X[i:i + rows]).all() for i in range(0, X.shape[0], rows)):
         msg = f"{name} contains NaN or infinity; every value must be finite"
         raise ValueError(msg)
     big = float(np.finfo(dtype).max)
-    if X.dtype.itemsize > np.dtype(dtype).itemsize and X.size and np.max(np.abs(X)) > big:
+    if X.dtype.itemsize > np.dtype(dtype).itemsize and X.size and max(
+            max(float(X[i:i + rows].max()), -float(X[i:i + rows].min()))
+            for i in range(0, X.shape[0], rows)) > big:
         msg = (f"{name} has values beyond ±{big:.3g}, which overflow {dtype}; "
                "rescale the data or use dtype='float64'")
         raise ValueError(msg)

@@ -15,6 +15,7 @@ import gc
 import importlib
 import math
 import os
+import threading
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -321,11 +322,13 @@ class NumpyOps(InplaceOps):
     def blas(self):
         """:class:`bpx._cblas.Blas` (NumPy's own OpenBLAS), or None (see ``blas_error``)."""
         if not self._blas_tried:
-            self._blas_tried = True
-            from bpx import _cblas
+            with _BLAS_LOCK:
+                if not self._blas_tried:
+                    from bpx import _cblas
 
-            self._blas, reason = _cblas.load()
-            self.blas_error = reason or None
+                    self._blas, reason = _cblas.load()
+                    self.blas_error = reason or None
+                    self._blas_tried = True  # last: other threads wait for the result
         return self._blas
 
     @property
@@ -380,6 +383,13 @@ class NumpyOps(InplaceOps):
         # mode="clip" because NumPy buffers ``out`` under the default mode="raise"; callers
         # pass valid indices, so none is clipped
         shape = (idx.shape[0], *x.shape[1:])
+        if not x.flags.c_contiguous:
+            # np.take copies a non-C-contiguous source whole, on every call: index instead
+            rows = x[idx]
+            if out is None or out.shape != shape or out.dtype != x.dtype:
+                return rows
+            out[...] = rows
+            return out
         if out is None or out.shape != shape or out.dtype != x.dtype:
             return np.take(x, idx, axis=0)
         return np.take(x, idx, axis=0, out=out, mode="clip")
@@ -442,6 +452,8 @@ class NumpyOps(InplaceOps):
         blas.axpby(-lr * r / c1, g, 1.0, w)
         return w, m, v
 
+
+_BLAS_LOCK = threading.Lock()
 
 #: rows at most this wide are reduced through a transposed copy (contiguous column sweeps)
 _NARROW = 32

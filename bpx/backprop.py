@@ -19,7 +19,7 @@ from bpx.losses import Loss
 
 
 def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops, *,
-            masks: Sequence | None = None):
+            masks: Sequence | None = None, keep: bool = True):
     """Forward pass, keeping what backward needs.
 
     Parameters
@@ -31,23 +31,30 @@ def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops,
     masks : optional L − 1 arrays, ``masks[l]`` of shape ``(m, n_{l+1})``
         Inverted-dropout masks (0 or ``1/(1 − p)``) applied to each hidden layer's output
         before it feeds the next layer. ``a`` keeps the unmasked ``σ(z)``, which σ' needs.
+    keep : bool, default True
+        Keep every layer's activations, as backward needs. ``False`` (inference) lets each
+        go once the next is computed: memory for two layers' activations, not L + 1.
 
     Returns
     -------
-    a : list of L + 1 arrays, ``a[l]`` of shape ``(m, n_l)``; ``a[0] is x``
+    a : list of L + 1 arrays, ``a[l]`` of shape ``(m, n_l)``; ``a[0] is x``. With
+        ``keep=False``, ``[a^[L]]`` alone.
     z_L : array, shape (m, n_L), the output layer's pre-activation (the logits)
     """
     a = [x]
     L = len(activations)
 
     def layer_input(l):  # a^[l], through the dropout mask of a hidden layer
-        return a[l] if (masks is None or l == 0) else a[l] * masks[l - 1]
+        return a[-1] if (masks is None or l == 0) else a[-1] * masks[l - 1]
 
     for l, act in enumerate(activations[:-1]):
         # hidden layers keep only a^[l], so a backend may fuse the bias add and σ (Ops.dense)
-        a.append(ops.dense(layer_input(l), W[l], b[l], act))  # a^[l] = σ(w^[l] a^[l-1] + b^[l])
+        a_l = ops.dense(layer_input(l), W[l], b[l], act)  # a^[l] = σ(w^[l] a^[l-1] + b^[l])
+        a = [*a, a_l] if keep else [a_l]
     out = activations[-1]
     z = ops.linear(layer_input(L - 1), W[L - 1], b[L - 1])  # z^[L] = w^[L] a^[L-1] + b^[L]
+    if not keep:
+        a = []
     if out.overwrites_z and ops.inplace:
         # an in-place σ would overwrite the logits we return: give it a copy
         a.append(out.forward(ops.xp.asarray(z, copy=True), ops))

@@ -663,7 +663,7 @@ class Network:
         parts = []
         for i in range(0, m, step):
             a, _ = backprop.forward(self.weights, self.biases, [*self.activations, self.output],
-                                    Xd[i:min(i + step, m), ...], ops)
+                                    Xd[i:min(i + step, m), ...], ops, keep=False)
             parts.append(a[-1])
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 

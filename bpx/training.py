@@ -435,8 +435,14 @@ def _deferred_interrupt():
     def handler(signum, frame):
         flag.requested = True
 
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:
+        # a handler installed outside Python (an embedding host's): signal.signal could
+        # not put it back afterwards, so it stays, and Ctrl-C is the host's
+        yield flag
+        return
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGINT, handler)
     except ValueError:  # signals unavailable (embedded interpreters)
         yield flag
         return
@@ -457,7 +463,7 @@ def evaluate(net, X, Y, codes, batch_size) -> dict[str, float]:
     for i in range(0, m, step):
         j = min(i + step, m)
         x, y = X[i:j, ...], Y[i:j, ...]
-        a, z_L = backprop.forward(net.weights, net.biases, acts, x, ops)
+        a, z_L = backprop.forward(net.weights, net.biases, acts, x, ops, keep=False)
         total = total + backprop.cost(net.loss, net.output, a[-1], z_L, y, xp) * (j - i)
         if codes is not None:
             hits = net._predicted_codes(a[-1]) == codes[i:j]

@@ -633,3 +633,17 @@ def test_class_weight_balanced_weighs_the_rows_trained_on():
           validation_data=(X[val], y[val]))
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-12)
     np.testing.assert_allclose(a.history["val_loss"], b.history["val_loss"], rtol=1e-12)
+
+
+def test_fit_leaves_a_handler_python_did_not_install_alone(monkeypatch):
+    """Embedded in a host that installed its own SIGINT handler, signal.getsignal returns
+    None and signal.signal cannot put that back: fit used to raise TypeError after training
+    and leave its own handler in place, so the host's Ctrl-C stopped working."""
+    import bpx.training as tr
+
+    calls = []
+    monkeypatch.setattr(tr.signal, "getsignal", lambda signum: None)
+    monkeypatch.setattr(tr.signal, "signal", lambda *args: calls.append(args))
+    X, y = blobs(20)
+    net64().fit(X, y, epochs=2)
+    assert calls == [] and len(net64().fit(X, y, epochs=1).history["loss"]) == 1
