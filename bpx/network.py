@@ -282,13 +282,16 @@ class Network:
         names = _column_names(X)
         if names is not None:
             if self.feature_names is None:
-                if fit:
+                # names that repeat or are blank cannot say which column is which: none
+                if fit and len(set(names)) == len(names) and all(names):
                     self.feature_names = names
-            elif names != list(self.feature_names):
-                msg = (f"{name}'s columns are not those this network was trained on "
-                       f"(net.feature_names): {_column_difference(names, self.feature_names)}; "
-                       f"select and order them with X[net.feature_names]")
-                raise ValueError(msg)
+            else:
+                trained = [n.strip() for n in self.feature_names]
+                if names != trained:  # repeated or blank ones included: they differ too
+                    msg = (f"{name}'s columns are not those this network was trained on "
+                           f"(net.feature_names): {_column_difference(names, trained)}; "
+                           f"select and order them with X[net.feature_names]")
+                    raise ValueError(msg)
         return Xd
 
     def _targets(self, y, X, *, fit: bool, name: str = "y", x_name: str = "X"):
@@ -738,8 +741,7 @@ class Network:
 def _column_names(X) -> list[str] | None:
     """The column names of a table (anything with ``columns`` of strings: pandas, polars),
     stripped of surrounding spaces as ``bpx predict`` strips a CSV header's cells; None for
-    arrays, for tables with other labels (as scikit-learn does) and for names that repeat
-    once stripped, which cannot say which column is which."""
+    arrays and for tables with other labels (as scikit-learn does)."""
     cols = getattr(X, "columns", None)
     if cols is None or isinstance(X, np.ndarray):
         return None
@@ -749,8 +751,7 @@ def _column_names(X) -> list[str] | None:
         return None
     if not names or not all(isinstance(c, str) for c in names):
         return None
-    names = [c.strip() for c in names]
-    return names if len(set(names)) == len(names) and all(names) else None
+    return [c.strip() for c in names]
 
 
 def _column_difference(names: list[str], trained: Sequence[str]) -> str:
@@ -837,7 +838,12 @@ def _is_callback(cb) -> bool:
 
     if isinstance(cb, type):
         return False
-    return isinstance(cb, Callback) or all(callable(getattr(cb, h, None)) for h in _HOOKS)
+    if isinstance(cb, Callback):
+        return True
+    try:  # a __getattr__ or property may raise anything: then it is no callback
+        return all(callable(getattr(cb, h, None)) for h in _HOOKS)
+    except Exception:
+        return False
 
 
 def _check_callbacks(callbacks) -> list:
@@ -869,7 +875,10 @@ def _check_callbacks(callbacks) -> list:
 def _describe(obj) -> str:
     if isinstance(obj, type):
         return f"the class {obj.__module__}.{obj.__qualname__}"
-    name = getattr(obj, "__qualname__", None)  # functions, methods
+    try:
+        name = getattr(obj, "__qualname__", None)  # functions, methods
+    except Exception:  # a __getattr__ of its own
+        name = None
     return f"{type(obj).__name__} {name if isinstance(name, str) else reprlib.repr(obj)}"
 
 

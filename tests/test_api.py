@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -510,7 +511,7 @@ def test_a_stratified_split_holds_out_the_fraction_asked(sizes, fraction, seed):
     per_class = np.bincount(y[held], minlength=len(sizes))
     sizes = np.array(sizes)
     cap = sizes - 1
-    assert held.sum() == min(round(y.size * fraction), cap.sum())
+    assert held.sum() == min(round(y.size * Fraction(str(fraction))), cap.sum())
     assert np.all(per_class <= cap)
     share = sizes * fraction
     assert np.all(per_class >= np.minimum(np.floor(share), cap))
@@ -527,6 +528,18 @@ def test_shares_that_tie_in_decimal_tie_in_the_split():
     counts = {tuple(np.bincount(y[split_mask(y, 0.7, np.random.default_rng(s))]).tolist())
               for s in range(20)}
     assert counts == {(3, 32), (4, 31)}
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_classifier_and_regressor_splits_hold_out_the_same_count(stratify):
+    """round(m · fraction) of the decimal written: 45 · 0.7 = 31.5 rounds to 32 whether or
+    not the split is stratified, and np.float32(0.7) reads as 0.7."""
+    from bpx.datasets import held_count, split_mask
+
+    y = np.repeat([0, 1], [5, 40]) if stratify else np.linspace(0, 1, 45)
+    for fraction in (0.7, np.float32(0.7)):
+        held = split_mask(y, fraction, np.random.default_rng(0), stratify=stratify)
+        assert held.sum() == held_count(45, fraction) == 32
 
 
 def test_a_tie_at_the_cut_is_drawn_from_the_rng():
@@ -720,6 +733,10 @@ def test_column_names_are_stripped_and_must_be_distinct(tmp_path):
     repeated = bpx.Network([4, 6, 3], backend="numpy", seed=0).fit(
         _Table(T.data, ["a", "a", "b", "c"]), y, epochs=1)
     assert repeated.feature_names is None
+    # a network that has names refuses tables whose names repeat or are blank
+    for bad in (["b", "b", "c", "d"], ["d", "c", "b", " "], ["x", "x", "y", "y"]):
+        with pytest.raises(ValueError, match="columns are not those this network was trained"):
+            spaced.predict(_Table(T.data, bad))
     repeated.feature_names = ["a", "a", "b", "c"]
     with pytest.raises(ValueError, match=r"cannot save: feature_names repeats names"):
         repeated.save(tmp_path / "m.bpx")
@@ -750,7 +767,8 @@ def test_a_table_with_columns_named_like_sparse_attributes_is_not_sparse():
 
 
 def test_a_pandas_dataframe_is_checked_by_column_name():
-    pd = pytest.importorskip("pandas", reason="pandas is not a dependency of bpx or its tests")
+    pd = pytest.importorskip("pandas", reason="pandas is not installed (the tests-numpy and "
+                                              "tests-torch nox sessions install it)")
     X, y = blobs(40)
     df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     net = bpx.Network([4, 6, 3], backend="numpy", seed=0).fit(df, y, epochs=1)

@@ -585,6 +585,13 @@ def test_an_object_with_the_four_hooks_is_a_callback():
         def on_epoch_end(self, net, epoch, logs):
             pass
 
+    class Raising:  # a __getattr__ that raises something other than AttributeError
+        def __getattr__(self, name):
+            raise KeyError(name)
+
+    with pytest.raises(TypeError, match=r"callbacks\[0\] must be"):
+        net64().fit(*blobs(20), epochs=1, callbacks=[Raising()])
+
     with pytest.raises(TypeError, match=r"callbacks\[0\] must be .*an object of another class "
                                         r"needs all of on_train_begin, on_epoch_begin"):
         net64().fit(*blobs(20), epochs=1, callbacks=[Partial()])

@@ -41,7 +41,7 @@ def split_mask(y, fraction: float, rng: np.random.Generator, *, stratify: bool =
     m = len(y)
     held = np.zeros(m, dtype=bool)
     if not stratify:
-        held[rng.permutation(m)[: round(m * fraction)]] = True
+        held[rng.permutation(m)[: held_count(m, fraction)]] = True
         return held
     groups = []
     for label in np.unique(y):
@@ -55,10 +55,25 @@ def split_mask(y, fraction: float, rng: np.random.Generator, *, stratify: bool =
     return held
 
 
+def _decimal(fraction) -> Fraction:
+    """``fraction`` as the exact number it reads as: 0.7 (or ``np.float32(0.7)``) is 7/10,
+    not its binary value, so shares that tie in decimal tie here."""
+    try:
+        return Fraction(str(fraction))
+    except ValueError:
+        return Fraction(float(fraction))
+
+
+def held_count(m: int, fraction) -> int:
+    """How many of ``m`` rows a split holds out: ``round(m · fraction)``, ``fraction`` read
+    as the decimal it is written as (45 · 0.7 = 31.5 rounds to even, 32)."""
+    return round(m * _decimal(fraction))
+
+
 def empty_split(held: np.ndarray, fraction: float, what: str) -> str:
     """The end of the message for a :func:`split_mask` that left one side empty."""
     m, n = held.size, int(held.sum())
-    asked = round(m * fraction)
+    asked = held_count(m, fraction)
     why = ("; every class keeps at least one sample for training" if n < asked else
            f"; round({m} · {fraction}) is {asked}" if asked in (0, m) else "")
     return (f"leaves an empty training or {what} set: {m - n} and {n} of the {m} "
@@ -75,11 +90,11 @@ def _stratified_counts(counts: np.ndarray, fraction: float, rng: np.random.Gener
     that classes whose shares tie (5 · 0.7 and 45 · 0.7 both end in ½) compare equal and
     the tie is drawn, where floating point would have favoured one of them every time.
     """
-    f = Fraction(repr(float(fraction)))
+    f = _decimal(fraction)
     quota = [int(c) * f for c in counts]
     cap = counts - 1 if keep_one else counts
     n = np.minimum([math.floor(q) for q in quota], cap).astype(np.int64)
-    need = round(int(counts.sum()) * f) - int(n.sum())
+    need = held_count(int(counts.sum()), fraction) - int(n.sum())
     while need > 0:
         open_ = np.flatnonzero(n < cap)
         if open_.size == 0:  # every class at its cap: hold out fewer than asked
