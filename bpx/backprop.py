@@ -50,7 +50,10 @@ def forward(W: Sequence, b: Sequence, activations: Sequence[Activation], x, ops,
     for l, act in enumerate(activations[:-1]):
         # hidden layers keep only a^[l], so a backend may fuse the bias add and σ (Ops.dense)
         a_l = ops.dense(layer_input(l), W[l], b[l], act)  # a^[l] = σ(w^[l] a^[l-1] + b^[l])
-        a = [*a, a_l] if keep else [a_l]
+        if keep:
+            a.append(a_l)
+        else:
+            a = [a_l]  # a^[l-1] goes as soon as a^[l] exists
     out = activations[-1]
     z = ops.linear(layer_input(L - 1), W[L - 1], b[L - 1])  # z^[L] = w^[L] a^[L-1] + b^[L]
     if not keep:
