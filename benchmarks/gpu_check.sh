@@ -3,8 +3,8 @@
 # check that CUDA graphs work here (benchmarks/graph_probe.py), run the test suite on
 # cupy + numpy, then the throughput benchmark (A–E; bpx on cupy and numpy, the PyTorch peer
 # on CUDA and CPU, the GEMM bounds), bpx[cupy] once more without graphs on D, C and B64, D's
-# fused SGD step on and off (paired.py) and D's fixed vs per-step cost (epoch_split.py), and
-# print a summary last.
+# fused SGD step and kept graphs on and off (paired.py), D's fixed vs per-step cost
+# (epoch_split.py) and D's kernels by time (kernel_profile.py), and print a summary last.
 #
 #   usage: benchmarks/gpu_check.sh OUTDIR        (run from anywhere; it cd's to the repo root)
 #
@@ -17,8 +17,9 @@
 # skipped. Stages run in the order of what matters most: the GPU test files, the benchmark,
 # D in detail, the rest of the test suite, the run without graphs. A cut stage gets SIGINT
 # first, so pytest still prints its summary and bench.py writes the workloads it finished.
-# BENCH_EXTRA="--quick" appends options to the benchmark's command line. The summary is
-# printed last and kept in OUTDIR/summary.txt.
+# BENCH_EXTRA="--quick" appends options to the benchmark's command line; BENCH_BACKENDS=cupy
+# leaves out the CPU rows (a re-run after a change to the CuPy path). The summary is printed
+# last and kept in OUTDIR/summary.txt.
 set -u
 
 OUT="${1:?usage: benchmarks/gpu_check.sh OUTDIR}"
@@ -32,6 +33,7 @@ BENCH_TIMEOUT="${BENCH_TIMEOUT:-230}"
 DETAIL_TIMEOUT="${DETAIL_TIMEOUT:-45}"
 TEST_TIMEOUT="${TEST_TIMEOUT:-150}"
 ABLATION_TIMEOUT="${ABLATION_TIMEOUT:-45}"
+BENCH_BACKENDS="${BENCH_BACKENDS:-cupy,numpy}"
 exec 3>&1  # the script's own output: log lines go there, not into a stage's piped log
 log() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/gpu_check.log" >&3; }
 # capped CAP LABEL COMMAND...: run COMMAND under `timeout`, cut at CAP s or at what is left
@@ -123,22 +125,30 @@ log "pytest, GPU files: exit $GPU_TEST_RC$(cut_note "$GPU_TEST_RC")"
 # --in-process --warmup 0: the worker-process mode has not run on a GPU machine yet; run 3
 # (H200) measured this way, with one warm-up epoch
 capped "$BENCH_TIMEOUT" "benchmark" env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 benchmarks/bench.py \
-    --workloads A,B64,B1024,C,D,E --backends cupy,numpy --no-sklearn \
+    --workloads A,B64,B1024,C,D,E --backends "$BENCH_BACKENDS" --no-sklearn \
     --gpu-samples 61440 --repeats 7 --budget 20 --cpu-memory-workloads A --in-process --warmup 0 \
     --label gpu --out "$OUT/bench" --overwrite ${BENCH_EXTRA:-} > "$OUT/bench.log" 2>&1
 BENCH_RC=$?
 echo "$BENCH_RC" > "$OUT/bench.rc"
 log "benchmark exit code $BENCH_RC$(cut_note "$BENCH_RC")"
 
-# --- D in detail: the fused SGD step on and off (paired), and fixed vs per-step cost --------
+# --- D in detail: fast paths on and off (paired), fixed vs per-step cost, kernels -----------
 capped "$DETAIL_TIMEOUT" "paired D: fused descent (cuBLAS beta = 1) on/off" \
     env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 benchmarks/paired.py \
     --backend cupy --workload D --off fuses_descent --pairs 8 > "$OUT/paired-D.log" 2>&1
 log "paired D: exit $?"
+capped "$DETAIL_TIMEOUT" "paired D: kept graphs on/off (off: a capture per epoch)" \
+    env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 benchmarks/paired.py \
+    --backend cupy --workload D --off keeps_step_graphs --pairs 8 > "$OUT/paired-D-kept.log" 2>&1
+log "paired D, kept graphs: exit $?"
 capped "$DETAIL_TIMEOUT" "epoch split D: fixed cost per epoch vs per step" \
     env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 benchmarks/epoch_split.py \
     --backend cupy --workload D > "$OUT/epoch-split-D.log" 2>&1
 log "epoch split D: exit $?"
+capped "$DETAIL_TIMEOUT" "kernel profile D (torch.profiler)" \
+    env BPX_CUPY_GRAPHS=$BENCH_GRAPHS python3 benchmarks/kernel_profile.py \
+    --workload D > "$OUT/kernel-profile-D.log" 2>&1
+log "kernel profile D: exit $?"
 
 # --- the rest of the test suite on cupy + numpy ----------------------------------------------
 # shellcheck disable=SC2046
@@ -205,7 +215,9 @@ else
     tail -n 15 "$OUT/bench.log"
 fi
 echo "D, fused descent on/off:"; tail -n 3 "$OUT/paired-D.log"
+echo "D, kept graphs on/off:"; tail -n 3 "$OUT/paired-D-kept.log"
 echo "D, epoch split:"; tail -n 6 "$OUT/epoch-split-D.log"
+echo "D, kernels:"; head -n 16 "$OUT/kernel-profile-D.log"
 echo "without CUDA graphs (BPX_CUPY_GRAPHS=0):"
 grep -E '^\| (D|C|B64) \| (bpx|gemm)' "$OUT/bench-nographs/results.md" 2>/dev/null \
     || tail -n 5 "$OUT/bench-nographs.log"

@@ -11,8 +11,9 @@ Fast paths on NumPy: ``reuses_step_buffers`` (per-batch gather, reused dW), ``fu
 (plain SGD inside the weight-gradient GEMM), ``sum_rows`` (bias gradient as a GEMV), ``blas``
 (every direct OpenBLAS call: the fused descent and Adam's axpby). On CuPy (``--backend
 cupy``, data on the GPU, 61,440 samples by default): ``fuses_descent`` (plain SGD's W and b
-updated inside their products, by cuBLAS with beta = 1, in the CUDA graphs) and ``graphs``
-(the captured steps themselves, ``BPX_CUPY_GRAPHS``).
+updated inside their products, by cuBLAS with beta = 1, in the CUDA graphs), ``graphs``
+(the captured steps themselves, ``BPX_CUPY_GRAPHS``) and ``keeps_step_graphs`` (a network's
+capture kept for its next epochs and fits; off, every epoch captures afresh).
 
 Usage: ``python benchmarks/paired.py --workload A --off fuses_descent --pairs 14``
        ``python benchmarks/paired.py --backend cupy --workload D --off fuses_descent``
@@ -34,7 +35,7 @@ from benchmarks.bench import GPU_SAMPLES, LR, WORKLOADS, make_data
 from bpx import backend
 
 FAST_PATHS = {"numpy": ("reuses_step_buffers", "fuses_descent", "sum_rows", "blas"),
-              "cupy": ("fuses_descent", "graphs")}
+              "cupy": ("fuses_descent", "graphs", "keeps_step_graphs")}
 
 
 def _switch(ops, names, on: bool, saved: dict) -> None:

@@ -18,6 +18,7 @@ import os
 import threading
 import types
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +219,9 @@ class Ops:
         """A context that replays captured training steps (:class:`CupyStepGraphs`), or None:
         every step runs as written, which is the reference the replays are tested against."""
         return None
+
+    #: whether a network's captured step is kept for its next epochs and fits (CuPy)
+    keeps_step_graphs = False
 
 
 class InplaceOps(Ops):
@@ -505,6 +509,8 @@ class CupyOps(InplaceOps):
         # one thread: a step's cost into the epoch's array, at a counter kept on the device
         self._record_cost = k("T c", "raw T costs, raw int32 k",
                               "costs[k[0]] = c; k[0] = k[0] + 1;", "bpx_record_cost")
+        self._kept_graphs = weakref.WeakKeyDictionary()  # network -> its _EpochGraph
+        self._graph_lock = threading.Lock()
 
     def sub_scaled(self, w, g, lr: float):
         t = w.dtype.type
@@ -536,6 +542,11 @@ class CupyOps(InplaceOps):
     #: steps replayed from a graph so far (the tests check that replays happened)
     graph_replays: int = 0
     _graph_stream = None
+
+    #: keep each network's captured step for its next epochs and fits (CupyStepGraphs)
+    keeps_step_graphs = True
+    _graph_pool = None  # the captures' private memory pool (CupyStepGraphs)
+    _graph_fits = 0  # fits inside a CupyStepGraphs context now
 
     #: why the direct cuBLAS calls are not in use (None while they work or before first use)
     gemm_error: str | None = None
@@ -646,19 +657,29 @@ class CupyOps(InplaceOps):
 
 
 class CupyStepGraphs:
-    """Runs the full-size training steps of each epoch as replays of one CUDA graph.
+    """Runs the full-size training steps as replays of one CUDA graph per network.
 
     A training step is about 30 kernel launches; issued one by one from Python each costs a
     few microseconds of CPU, which on all but the largest layers is more than the GPU needs to
-    run the kernel, so the GPU waits on Python. Captured once per epoch (stream capture: the
-    kernels are recorded, not run), the step becomes one graph launch plus two copies of the
-    batch into the graph's fixed input buffers.
+    run the kernel, so the GPU waits on Python. Captured once (stream capture: the kernels
+    are recorded, not run), the step becomes one graph launch plus two copies of the batch
+    into the graph's fixed input buffers.
 
     Used by :func:`bpx.training.train` as a context around the epochs (``with graphs:``); for
     each epoch, :meth:`epoch` gives a runner whose ``run`` executes a step normally and whose
     ``replay`` captures the step the first time and replays it afterwards. Each step's cost
     is written by a one-thread kernel into a per-epoch array, so replays keep the per-step
     costs that divergence reports need.
+
+    The runner and its graph are kept for the network (``CupyOps.keeps_step_graphs``): the
+    next epoch, and the next ``fit`` of the same network, replay the same graph from their
+    first step on, as long as nothing the graph baked in has changed (:func:`_baked`: the
+    optimizer's scalars, such as a scheduled learning rate, and, by identity, the parameter
+    and optimizer-state arrays, the loss and activations, the ones vectors of the bias
+    updates; and the fit's batch size, input shapes and dtypes, ``clip_norm``). Otherwise the
+    step is captured afresh, after one step run as written. Without this, every epoch paid
+    for one uncaptured step, a capture and an instantiation: 1.9 ms of a 61 ms epoch of
+    workload D on an H200 (``benchmarks/epoch_split.py``).
 
     Why it is safe:
 
@@ -667,10 +688,12 @@ class CupyStepGraphs:
     * No garbage collection while capturing (a finalizer's synchronizing CUDA call would
       invalidate the capture).
     * The temporaries allocated while capturing come from a private memory pool that nothing
-      else allocates from, so the addresses baked into the graph stay reserved for it.
-    * The graph is captured afresh every epoch (the learning rate may change between epochs,
-      and callbacks may replace the parameters), and only for optimizers whose scalars are
-      fixed within an epoch (``Optimizer.capturable``).
+      else allocates from, so the addresses baked into a graph stay reserved for it. They
+      hold only scratch written and read within one replay, and replays run one at a time on
+      the one stream, so graphs of several networks may share them. The pool's blocks are
+      released when no graph is kept (its networks were deleted) and no fit is running.
+    * Only optimizers whose scalars are fixed within an epoch are captured
+      (``Optimizer.capturable``).
     * The captured step must update the parameters in place; otherwise, or if the capture
       fails for any reason, the step runs normally, the reason is kept in
       ``CupyOps.graph_error`` and later steps run without graphs.
@@ -693,9 +716,13 @@ class CupyStepGraphs:
                 ops._gemm = gemm
             except Exception as exc:  # no capturable products: captures fail, steps run as written
                 ops.gemm_error = f"{type(exc).__name__}: {exc}"
-        self.pool = cp.cuda.MemoryPool()
+        if ops._graph_pool is None:
+            ops._graph_pool = cp.cuda.MemoryPool()
+        self.pool = ops._graph_pool
 
     def __enter__(self):
+        with self.ops._graph_lock:
+            self.ops._graph_fits += 1
         # the inputs were made on the caller's current stream (the legacy default stream,
         # a per-thread one, or a user's): the graph stream waits for that work first
         self.stream.wait_event(self.cp.cuda.get_current_stream().record())
@@ -703,52 +730,115 @@ class CupyStepGraphs:
         return self
 
     def __exit__(self, *exc):
+        ops = self.ops
         try:
-            self.stream.synchronize()  # the graph and its pool must outlive the queued work
+            self.stream.synchronize()  # the graphs and their pool must outlive the queued work
         finally:
             self.stream.__exit__(*exc)
-            self.pool.free_all_blocks()
+            with ops._graph_lock:
+                ops._graph_fits -= 1
+                if ops._graph_fits == 0 and not any(
+                        r.graph is not None for r in list(ops._kept_graphs.values())):
+                    self.pool.free_all_blocks()
         return False
 
-    def epoch(self, n_steps: int, net) -> _EpochGraph:
-        """A runner for one epoch of ``n_steps`` steps that update ``net``'s parameters."""
-        return _EpochGraph(self, n_steps, net)
+    def epoch(self, n_steps: int, net, opt, key: tuple = ()) -> _EpochGraph:
+        """A runner for one epoch of ``n_steps`` steps that update ``net``'s parameters with
+        ``opt``. ``key`` holds what else the fit fixed for its steps (compared by value). The
+        runner kept for ``net``, graph and all, when its capture still holds, else a new
+        one (kept in its place) that captures afresh."""
+        ops = self.ops
+        if not ops.keeps_step_graphs:  # a capture per epoch (benchmarks/paired.py compares)
+            return _EpochGraph(ops, n_steps, net, opt, key)
+        kept = ops._kept_graphs.get(net)
+        if (kept is not None and kept.graph is not None and ops.graph_error is None
+                and kept.n_steps == n_steps and kept.key == key
+                and _same_baked(kept.baked, _baked(net, opt, ops))):
+            kept.restart(opt)
+            return kept
+        ops._kept_graphs.pop(net, None)  # its graph goes now, before another is captured
+        runner = ops._kept_graphs[net] = _EpochGraph(ops, n_steps, net, opt, key)
+        return runner
+
+
+def _baked(net, opt, ops) -> tuple[tuple, list]:
+    """What a captured step depends on beyond its inputs and the fit's settings:
+    ``(scalars, objects)``.
+
+    ``scalars`` are compared by value: the optimizer's class, its ``prescale`` (the learning
+    rate, in the fused update) and every number, flag or string among its attributes.
+    ``objects`` are compared by identity: the parameter arrays and the optimizer's state
+    arrays (the graph reads and writes their memory), the loss and activations (their kernels
+    are in the graph), and the ones vectors of the bias updates (a grown vector replaces the
+    old one, whose memory the graph would still read). Holding ``objects`` also keeps that
+    memory allocated while the graph may run.
+    """
+    scalars = (type(opt), opt.prescale,
+               tuple(sorted((k, v) for k, v in vars(opt).items()
+                            if v is None or isinstance(v, (bool, int, float, str)))))
+    state = [a for s in opt._state() for a in s]
+    objects = [*net.weights, *net.biases, *state, net.loss, net.output, *net.activations,
+               *getattr(ops, "_ones_by_dtype", {}).values()]
+    return scalars, objects
+
+
+def _same_baked(a: tuple[tuple, list], b: tuple[tuple, list]) -> bool:
+    """Whether two :func:`_baked` records describe the same captured step."""
+    return (a[0] == b[0] and len(a[1]) == len(b[1])
+            and all(x is y for x, y in zip(a[1], b[1])))
 
 
 class _EpochGraph:
-    """One epoch's captured step (see :class:`CupyStepGraphs`)."""
+    """A network's captured step and the buffers it reads and writes (see
+    :class:`CupyStepGraphs`). Holds the network weakly: kept runners are values of a
+    ``WeakKeyDictionary`` keyed by the network."""
 
-    def __init__(self, owner: CupyStepGraphs, n_steps: int, net):
-        self.owner, self.n_steps, self.net = owner, n_steps, net
+    def __init__(self, ops: CupyOps, n_steps: int, net, opt, key: tuple = ()):
+        self.ops, self.cp = ops, ops.raw
+        self.stream, self.pool = ops._graph_stream, ops._graph_pool
+        self.n_steps, self.opt, self.key = n_steps, opt, key
+        self._net = weakref.ref(net)
+        self.dtype = net.dtype
         self.graph = None
+        self.baked = None  # _baked(...) just after the capture
         self.x = self.y = None
         self._costs = None
-        self._count = owner.cp.zeros((1,), dtype=owner.cp.int32)
+        self._count = self.cp.zeros((1,), dtype=self.cp.int32)
+
+    @property
+    def captured(self) -> bool:
+        """Whether a graph is ready, so that even the epoch's first step can replay it."""
+        return self.graph is not None and self.ops.graph_error is None
+
+    def restart(self, opt) -> None:
+        """Start another epoch with this graph (``opt``: the fit's optimizer, equal in all
+        the graph baked in): its steps' costs go to the start of the array."""
+        self.opt = opt
+        self._count.fill(0)  # queued on the graph stream, after the last epoch's reads
 
     def _store(self, c) -> None:
-        cp = self.owner.cp
         if self._costs is None:
-            self._costs = cp.zeros((self.n_steps,), dtype=c.dtype)
-        self.owner.ops._record_cost(c, self._costs, self._count)
+            self._costs = self.cp.zeros((self.n_steps,), dtype=c.dtype)
+        self.ops._record_cost(c, self._costs, self._count)
 
     def costs(self, done: int):
         """The per-step costs of the steps done, a 1-d array."""
         if self._costs is None:
-            return self.owner.cp.zeros((0,), dtype=getattr(self.owner.cp, self.net.dtype))
-        return self._costs[:done]
+            return self.cp.zeros((0,), dtype=getattr(self.cp, self.dtype))
+        return self._costs[:done].copy()  # the next epoch's steps overwrite the array
 
     def run(self, step, x, y, i: int, j: int) -> None:
         """Run ``step(x, y, i, j)`` (which returns the step's cost) as written."""
         self._store(step(x, y, i, j))
 
     def replay(self, step, x, y, i: int, j: int) -> None:
-        """Run the step from the epoch's graph, capturing it first if there is none yet."""
-        ops = self.owner.ops
+        """Run the step from the graph, capturing it first if there is none yet."""
+        ops = self.ops
         if ops.graph_error is not None:  # a capture failed earlier: run as written
             self.run(step, x, y, i, j)
             return
         if self.graph is None:
-            net = self.net
+            net = self._net()
             before = (list(net.weights), list(net.biases))
             try:
                 self._capture(step, x, y, i, j)
@@ -763,12 +853,11 @@ class _EpochGraph:
         else:
             self.x[...] = x
             self.y[...] = y
-        self.graph.launch(self.owner.stream)
+        self.graph.launch(self.stream)
         ops.graph_replays += 1
 
     def _capture(self, step, x, y, i: int, j: int) -> None:
-        owner, net = self.owner, self.net
-        cp, stream = owner.cp, owner.stream
+        net, cp, stream = self._net(), self.cp, self.stream
         self.x, self.y = cp.array(x, copy=True), cp.array(y, copy=True)  # fixed inputs
         ids = [id(p) for p in (*net.weights, *net.biases)]
         # no garbage collection while capturing: a finalizer that frees device memory or
@@ -776,7 +865,7 @@ class _EpochGraph:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            with cp.cuda.using_allocator(owner.pool.malloc):
+            with cp.cuda.using_allocator(self.pool.malloc):
                 stream.begin_capture()
                 try:
                     self._store(step(self.x, self.y, i, j))
@@ -789,6 +878,7 @@ class _EpochGraph:
             msg = "the captured step replaced the parameter arrays instead of updating them"
             raise RuntimeError(msg)
         self.graph = graph
+        self.baked = _baked(net, self.opt, self.ops)
 
 
 def _rows_ok(x) -> bool:

@@ -179,7 +179,9 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
 
     Returns (device cost sum, weight sum, per-step costs as a 1-d device array, steps done).
     With ``graphs`` (a backend's step replayer, see ``Ops.step_graphs``) the first step runs
-    as usual, the second full-size one is captured, and the rest replay the capture.
+    as usual, the second full-size one is captured, and the rest replay the capture; when
+    the runner already holds a capture (kept from an earlier epoch or fit, still valid),
+    every full-size step replays it, the first included.
     """
     be, xp, ops = net._backend, net.xp, net._backend.ops
     opt = cfg.optimizer
@@ -247,7 +249,13 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
         return c
 
     n_steps = math.ceil(m / b)
-    runner = graphs.epoch(n_steps, net) if graphs is not None else None
+    runner = None
+    if graphs is not None:
+        # what this fit fixed for every step, beyond the network and optimizer: a kept
+        # capture is replayed only while these are equal too
+        key = (b, tuple(X.shape[1:]), tuple(Y.shape[1:]), str(X.dtype), str(Y.dtype),
+               cfg.fused, cfg.clip_norm)
+        runner = graphs.epoch(n_steps, net, opt, key)
     step_costs = []
     done = 0
     for k, i in enumerate(range(0, m, b)):
@@ -257,7 +265,7 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
         x, y = rows(i, j)
         if runner is None:
             step_costs.append(step(x, y, i, j))  # summed once at the end, not per step
-        elif k == 0 or j - i < b:
+        elif (k == 0 and not runner.captured) or j - i < b:
             runner.run(step, x, y, i, j)  # the warm-up step, and a short last batch
         else:
             runner.replay(step, x, y, i, j)

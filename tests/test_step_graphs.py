@@ -33,6 +33,7 @@ class _Runner:
     def __init__(self, log, n_steps, net):
         self.log, self.n_steps, self.net = log, n_steps, net
         self._costs = []
+        self.captured = False  # no graph yet: the loop runs the epoch's first step as written
 
     def run(self, step, x, y, i, j):
         self.log.append(("run", i, j))
@@ -61,14 +62,44 @@ class _Graphs:
         self.exited += 1
         return False
 
-    def epoch(self, n_steps, net):
+    def epoch(self, n_steps, net, opt, key):
         self.log.append(("epoch", n_steps))
         return _Runner(self.log, n_steps, net)
+
+
+class _KeptGraphs(_Graphs):
+    """Hands back the previous epoch's runner, as CupyStepGraphs does while its capture
+    holds; the runner holds a capture once it has replayed."""
+
+    def __init__(self):
+        super().__init__()
+        self.runner = None
+
+    def epoch(self, n_steps, net, opt, key):
+        self.log.append(("epoch", n_steps))
+        if self.runner is None:
+            self.runner = _Runner(self.log, n_steps, net)
+            replay = self.runner.replay
+
+            def replay_and_keep(*args):
+                replay(*args)
+                self.runner.captured = True
+
+            self.runner.replay = replay_and_keep
+        self.runner._costs = []
+        return self.runner
 
 
 @pytest.fixture
 def graphs(monkeypatch):
     g = _Graphs()
+    monkeypatch.setattr(B.NumpyOps, "step_graphs", lambda self: g)
+    return g
+
+
+@pytest.fixture
+def kept_graphs(monkeypatch):
+    g = _KeptGraphs()
     monkeypatch.setattr(B.NumpyOps, "step_graphs", lambda self: g)
     return g
 
@@ -80,6 +111,58 @@ def test_the_loop_runs_the_first_and_short_steps_and_replays_the_rest(graphs):
              ("run", 192, 200)]
     assert graphs.log == epoch + epoch
     assert graphs.entered == graphs.exited == 1  # one context around all epochs
+
+
+def test_a_runner_holding_a_capture_replays_the_epochs_first_step_too(kept_graphs,
+                                                                       monkeypatch):
+    net = make_net("numpy")
+    net.fit(X, Y, epochs=3, batch_size=64, lr=0.1)
+    first = [("epoch", 4), ("run", 0, 64), ("replay", 64, 128), ("replay", 128, 192),
+             ("run", 192, 200)]
+    later = [("epoch", 4), ("replay", 0, 64), ("replay", 64, 128), ("replay", 128, 192),
+             ("run", 192, 200)]
+    assert kept_graphs.log == first + later + later
+    monkeypatch.setattr(B.NumpyOps, "step_graphs", lambda self: None)
+    plain = make_net("numpy").fit(X, Y, epochs=3, batch_size=64, lr=0.1)
+    for a, b in zip(net.weights + net.biases, plain.weights + plain.biases):
+        np.testing.assert_array_equal(a, b)
+    assert net.history["loss"] == plain.history["loss"]
+
+
+def test_what_a_capture_bakes_in():
+    """A kept graph is replayed only while the optimizer's scalars are equal and the arrays
+    and functions it was captured with are the same objects (CupyStepGraphs.epoch)."""
+    net = make_net("numpy")
+    opt = bpx.optimizers.SGD(lr=0.1, momentum=0.9)
+    ops = net._backend.ops
+    opt._v = [np.zeros_like(p) for p in (*net.weights, *net.biases)]
+    ops._ones(64, np.float64)
+    baked = B._baked(net, opt, ops)
+    assert B._same_baked(baked, B._baked(net, opt, ops))
+    net.weights[0][...] = 0.5  # in place: the graph reads the new values
+    opt._v[1] += 1.0
+    assert B._same_baked(baked, B._baked(net, opt, ops))
+    opt.lr = 0.05  # a schedule or a callback changed the rate
+    assert not B._same_baked(baked, B._baked(net, opt, ops))
+    opt.lr = 0.1
+    opt.momentum = 0.5
+    assert not B._same_baked(baked, B._baked(net, opt, ops))
+    opt.momentum = 0.9
+    assert B._same_baked(baked, B._baked(net, opt, ops))
+    changes = [
+        lambda: net.set_params(*net.get_params()),  # new parameter arrays
+        lambda: setattr(opt, "_v", [v.copy() for v in opt._v]),  # new velocity arrays
+        lambda: setattr(opt, "_v", None),  # the state was reset
+        lambda: ops._ones(4096, np.float64),  # a longer ones vector replaced the old one
+        lambda: setattr(net, "activations", [bpx.activations.ACTIVATIONS["tanh"]] * 2),
+    ]
+    for change in changes:
+        baked = B._baked(net, opt, ops)
+        change()
+        assert not B._same_baked(baked, B._baked(net, opt, ops)), change
+    sub = type("Sub", (bpx.optimizers.SGD,), {})(lr=0.1)  # same scalars, another class
+    assert not B._same_baked(B._baked(net, bpx.optimizers.SGD(lr=0.1), ops),
+                             B._baked(net, sub, ops))
 
 
 def test_the_runner_protocol_changes_no_result(graphs, monkeypatch):
@@ -162,25 +245,39 @@ def _weights(net):
     return [B.to_host(p) for p in (*net.weights, *net.biases)]
 
 
-@pytest.mark.parametrize("kw", [
-    {"optimizer": "sgd", "lr": 0.1},
-    {"optimizer": "momentum", "lr": 0.05},
-    {"optimizer": "nesterov", "lr": 0.05, "weight_decay": 1e-3},
-    {"optimizer": "sgd", "lr": 0.1, "clip_norm": 0.5},
-    {"optimizer": "sgd", "lr": 0.1, "lr_schedule": "step"},
-], ids=["sgd", "momentum", "nesterov-decay", "clip", "schedule"])
+class _NewWeights(bpx.callbacks.Callback):
+    """Replaces the parameter arrays (same values) before every epoch."""
+
+    def on_epoch_begin(self, net, epoch):
+        net.set_params(*net.get_params())
+
+
+# 200 = 6 × 32 + 8: per epoch one short last batch, run as written. A graph kept from the
+# previous epoch replays all 6 full-size steps; a fresh capture only steps 2-6, after the
+# first runs as written. "kept": 5 + 6 + 6 replays over 3 epochs; "fresh": 3 × 5.
+@pytest.mark.parametrize("kw,captures", [
+    ({"optimizer": "sgd", "lr": 0.1}, "kept"),
+    ({"optimizer": "momentum", "lr": 0.05}, "kept"),
+    ({"optimizer": "nesterov", "lr": 0.05, "weight_decay": 1e-3}, "kept"),
+    ({"optimizer": "sgd", "lr": 0.1, "clip_norm": 0.5}, "kept"),
+    ({"optimizer": "sgd", "lr": 0.1, "lr_schedule": "step"}, "kept"),  # drops at epoch 10
+    ({"optimizer": "momentum", "lr": 0.1, "lr_schedule": "exponential"}, "fresh"),
+    ({"optimizer": "momentum", "lr": 0.05, "callbacks": [_NewWeights()]}, "fresh"),
+], ids=["sgd", "momentum", "nesterov-decay", "clip", "step-schedule", "exp-schedule",
+        "new-weights"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_graph_replays_match_the_plain_loop(cupy_fast_be, monkeypatch, kw, dtype):
+def test_graph_replays_match_the_plain_loop(cupy_fast_be, monkeypatch, kw, captures, dtype):
     ops = cupy_fast_be.ops
     ops.graph_error = None
     replays = ops.graph_replays
-    fit = dict(epochs=3, batch_size=32, **kw)  # 200 = 6 × 32 + 8: a short last batch
+    fit = dict(epochs=3, batch_size=32, **kw)
     graphed = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
     assert ops.graph_error is None, ops.graph_error
-    assert ops.graph_replays - replays == 3 * 5  # steps 2-6 of each epoch
+    expected = 5 + 6 + 6 if captures == "kept" else 3 * 5
+    assert ops.graph_replays - replays == expected
     monkeypatch.setenv("BPX_CUPY_GRAPHS", "0")
     plain = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
-    assert ops.graph_replays - replays == 3 * 5  # none more
+    assert ops.graph_replays - replays == expected  # none more
     # the replays use cuBLAS directly, the plain loop CuPy's matmul: the same products, not
     # necessarily the same cuBLAS kernel, so equal up to rounding
     tol = 1e-9 if dtype == "float64" else 1e-4
@@ -206,8 +303,9 @@ def test_fused_descent_in_the_graphs_matches_the_separate_update(cupy_fast_be, m
                         or real(self, *a, **kw))
     fused = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
     assert ops.graph_error is None, ops.graph_error
-    # each epoch's first step and its capture run the Python code: 3 W and 3 b each
-    assert betas.count(1.0) >= 3 * 2 * 6, betas
+    # the first epoch's first step and the capture run the Python code: 3 W and 3 b each,
+    # and each epoch's short last batch
+    assert betas.count(1.0) >= 6 * (2 + 3), betas
     monkeypatch.setattr(type(ops), "fuses_descent", False)
     betas.clear()
     separate = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
@@ -284,3 +382,88 @@ def test_real_out_of_memory_names_the_batch_size_and_recovers(cupy_fast_be):
     assert bool(cupy.all(cupy.isfinite(proba)))
     net.fit(Xb[:256], yb[:256], epochs=1, batch_size=64)
     assert all(bool(cupy.all(cupy.isfinite(w))) for w in net.weights)
+
+
+def _fits(net, settings):
+    """Fit ``net`` once per entry of ``settings`` (one epoch each); the replays of each."""
+    ops = net._backend.ops
+    counts = []
+    for kw in settings:
+        before = ops.graph_replays
+        net.fit(X, Y, epochs=1, **kw)
+        counts.append(ops.graph_replays - before)
+    return counts
+
+
+def test_a_kept_graph_serves_the_next_fit_while_its_settings_hold(cupy_fast_be, monkeypatch):
+    """Calling fit again (one epoch at a time, as the benchmark and many training loops do)
+    replays the kept graph from the first step; another rate or batch size captures afresh.
+    The trajectory is that of the plain loop either way."""
+    ops = cupy_fast_be.ops
+    monkeypatch.setattr(ops, "graph_error", None)
+    settings = [dict(batch_size=32, lr=0.1), dict(batch_size=32, lr=0.1),
+                dict(batch_size=32, lr=0.05), dict(batch_size=40, lr=0.05),
+                dict(batch_size=40, lr=0.05, optimizer="momentum"),
+                dict(batch_size=40, lr=0.05, optimizer="momentum")]
+    graphed = make_net(cupy_fast_be, "float32")
+    # 200 = 6 × 32 + 8 and 5 × 40; a new SGD per fit: equal scalars, no state, so kept; a
+    # new momentum optimizer per fit: new velocity arrays, so captured afresh each time
+    assert _fits(graphed, settings) == [5, 6, 5, 4, 4, 4]
+    assert ops.graph_error is None, ops.graph_error
+    opt = bpx.optimizers.SGD(lr=0.05, momentum=0.9)  # one instance: its velocity is kept
+    assert _fits(graphed, [dict(batch_size=40, optimizer=opt)] * 2) == [4, 5]
+    monkeypatch.setenv("BPX_CUPY_GRAPHS", "0")
+    plain = make_net(cupy_fast_be, "float32")
+    assert _fits(plain, settings) == [0] * 6
+    assert _fits(plain, [dict(batch_size=40, optimizer=bpx.optimizers.SGD(
+        lr=0.05, momentum=0.9))] * 2) == [0, 0]
+    for a, b in zip(_weights(graphed), _weights(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(graphed.history["loss"], plain.history["loss"], rtol=1e-4)
+
+
+def test_kept_graphs_of_two_networks_do_not_disturb_each_other(cupy_fast_be, monkeypatch):
+    """Two networks' kept graphs share the private pool's scratch; alternating fits must
+    train each as if alone."""
+    ops = cupy_fast_be.ops
+    monkeypatch.setattr(ops, "graph_error", None)
+    nets = [make_net(cupy_fast_be, "float64"),
+            bpx.Network([6, 24, 3], activation="relu", backend=cupy_fast_be,
+                        dtype="float64", seed=5)]
+    counts = [[], []]
+    for _ in range(3):
+        for k, net in enumerate(nets):
+            counts[k] += _fits(net, [dict(batch_size=32, lr=0.1)])
+    assert counts == [[5, 6, 6], [5, 6, 6]]
+    monkeypatch.setenv("BPX_CUPY_GRAPHS", "0")
+    alone = [make_net(cupy_fast_be, "float64"),
+             bpx.Network([6, 24, 3], activation="relu", backend=cupy_fast_be,
+                         dtype="float64", seed=5)]
+    for net in alone:
+        _fits(net, [dict(batch_size=32, lr=0.1)] * 3)
+    for net, ref in zip(nets, alone):
+        for a, b in zip(_weights(net), _weights(ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_a_kept_graph_goes_with_its_network_and_the_pool_is_released(cupy_fast_be,
+                                                                      monkeypatch):
+    import gc
+    import weakref
+
+    ops = cupy_fast_be.ops
+    monkeypatch.setattr(ops, "graph_error", None)
+    # the backend is shared by the tests: other tests' networks must not count here
+    monkeypatch.setattr(ops, "_kept_graphs", weakref.WeakKeyDictionary())
+    net = make_net(cupy_fast_be, "float32")
+    assert _fits(net, [dict(batch_size=32, lr=0.1)]) == [5]
+    assert ops._kept_graphs[net].graph is not None
+    assert ops._graph_pool.total_bytes() > 0  # the capture's scratch, reserved for the graph
+    del net
+    gc.collect()
+    assert all(r.graph is None for r in ops._kept_graphs.values())
+    # a fit that captures nothing (40 = 32 + 8: no second full-size step) ends with no
+    # graph kept anywhere, so the pool's blocks go back to the device
+    small = make_net(cupy_fast_be, "float32")
+    small.fit(X[:40], Y[:40], epochs=1, batch_size=32, lr=0.1)
+    assert ops._graph_pool.total_bytes() == 0
