@@ -254,7 +254,7 @@ def _run_epoch(net, X, Y, cfg: FitConfig, m: int, b: int, interrupt, bar, graphs
         # what this fit fixed for every step, beyond the network and optimizer: a kept
         # capture is replayed only while these are equal too
         key = (b, tuple(X.shape[1:]), tuple(Y.shape[1:]), str(X.dtype), str(Y.dtype),
-               cfg.fused, cfg.clip_norm)
+               cfg.fused, cfg.clip_norm, fused_sgd)
         runner = graphs.epoch(n_steps, net, opt, key)
     step_costs = []
     done = 0

@@ -53,6 +53,7 @@ class _Graphs:
 
     def __init__(self):
         self.log, self.entered, self.exited = [], 0, 0
+        self.keys = []  # the fit's settings each epoch's runner was asked for
 
     def __enter__(self):
         self.entered += 1
@@ -64,6 +65,7 @@ class _Graphs:
 
     def epoch(self, n_steps, net, opt, key):
         self.log.append(("epoch", n_steps))
+        self.keys.append(key)
         return _Runner(self.log, n_steps, net)
 
 
@@ -127,6 +129,24 @@ def test_a_runner_holding_a_capture_replays_the_epochs_first_step_too(kept_graph
     for a, b in zip(net.weights + net.biases, plain.weights + plain.biases):
         np.testing.assert_array_equal(a, b)
     assert net.history["loss"] == plain.history["loss"]
+
+
+def test_the_fits_settings_that_shape_a_step_are_in_the_runners_key(graphs, monkeypatch):
+    """A kept graph is replayed only for an equal key: every setting that changes the
+    captured work must be in it (found on an H200: with the fused update switched off
+    between fits, a kept graph still ran it)."""
+    net = make_net("numpy")
+    runs = [dict(batch_size=64), dict(batch_size=64), dict(batch_size=50),
+            dict(batch_size=64, clip_norm=1.0), dict(batch_size=64, fused=False)]
+    for kw in runs:
+        net.fit(X, Y, epochs=1, lr=0.1, **kw)
+    keys = graphs.keys
+    assert keys[0] == keys[1]
+    assert len({keys[0], *keys[2:]}) == 4, keys
+    for fused in (True, False):
+        monkeypatch.setattr(B.NumpyOps, "fuses_descent", fused)
+        net.fit(X, Y, epochs=1, batch_size=64, lr=0.1)
+    assert graphs.keys[-2] != graphs.keys[-1]
 
 
 def test_what_a_capture_bakes_in():
@@ -464,6 +484,8 @@ def test_a_kept_graph_goes_with_its_network_and_the_pool_is_released(cupy_fast_b
     assert all(r.graph is None for r in ops._kept_graphs.values())
     # a fit that captures nothing (40 = 32 + 8: no second full-size step) ends with no
     # graph kept anywhere, so the pool's blocks go back to the device
+    rows = np.r_[np.flatnonzero(Y == 2)[:5], np.flatnonzero(Y != 2)[:35]]  # all 3 classes
+    assert np.unique(Y[rows]).size == 3
     small = make_net(cupy_fast_be, "float32")
-    small.fit(X[:40], Y[:40], epochs=1, batch_size=32, lr=0.1)
+    small.fit(X[rows], Y[rows], epochs=1, batch_size=32, lr=0.1)
     assert ops._graph_pool.total_bytes() == 0
