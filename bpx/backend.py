@@ -14,6 +14,7 @@ import functools
 import gc
 import importlib
 import math
+import numbers
 import os
 import threading
 import types
@@ -222,6 +223,19 @@ class Ops:
 
     #: whether a network's captured step is kept for its next epochs and fits (CuPy)
     keeps_step_graphs = False
+
+    def release_step_graphs(self, net=None) -> None:
+        """Drop the captured step kept for ``net`` (every network's when None), with the
+        arrays it holds: ``Network`` calls it when it replaces or moves its parameters, so
+        the old ones are not kept alive for a graph that will never replay them."""
+        kept = getattr(self, "_kept_graphs", None)
+        if not kept:
+            return
+        with self._graph_lock:
+            if net is None:
+                kept.clear()
+            else:
+                kept.pop(net, None)
 
 
 class InplaceOps(Ops):
@@ -687,11 +701,13 @@ class CupyStepGraphs:
       queued on the caller's current stream, and the context synchronizes it on exit.
     * No garbage collection while capturing (a finalizer's synchronizing CUDA call would
       invalidate the capture).
-    * The temporaries allocated while capturing come from a private memory pool that nothing
-      else allocates from, so the addresses baked into a graph stay reserved for it. They
-      hold only scratch written and read within one replay, and replays run one at a time on
-      the one stream, so graphs of several networks may share them. The pool's blocks are
-      released when no graph is kept (its networks were deleted) and no fit is running.
+    * The temporaries allocated while capturing come from a private memory pool of the ops
+      that nothing else allocates from, so the addresses baked into a graph stay reserved
+      for it. They hold only scratch written and read within one replay, and replays run one
+      at a time on the one stream, so graphs of several networks sharing a ``Backend`` may
+      share them. The pool's blocks are released at the end of a fit when no graph is kept
+      on these ops; a network's graph is dropped when the network is deleted, replaces or
+      moves its parameters (:meth:`Ops.release_step_graphs`), or a capture fails.
     * Only optimizers whose scalars are fixed within an epoch are captured
       (``Optimizer.capturable``).
     * The captured step must update the parameters in place; otherwise, or if the capture
@@ -721,12 +737,12 @@ class CupyStepGraphs:
         self.pool = ops._graph_pool
 
     def __enter__(self):
-        with self.ops._graph_lock:
-            self.ops._graph_fits += 1
         # the inputs were made on the caller's current stream (the legacy default stream,
         # a per-thread one, or a user's): the graph stream waits for that work first
         self.stream.wait_event(self.cp.cuda.get_current_stream().record())
         self.stream.__enter__()
+        with self.ops._graph_lock:  # counted once entered: __exit__ will run
+            self.ops._graph_fits += 1
         return self
 
     def __exit__(self, *exc):
@@ -750,14 +766,15 @@ class CupyStepGraphs:
         ops = self.ops
         if not ops.keeps_step_graphs:  # a capture per epoch (benchmarks/paired.py compares)
             return _EpochGraph(ops, n_steps, net, opt, key)
-        kept = ops._kept_graphs.get(net)
-        if (kept is not None and kept.graph is not None and ops.graph_error is None
-                and kept.n_steps == n_steps and kept.key == key
-                and _same_baked(kept.baked, _baked(net, opt, ops))):
-            kept.restart(opt)
-            return kept
-        ops._kept_graphs.pop(net, None)  # its graph goes now, before another is captured
-        runner = ops._kept_graphs[net] = _EpochGraph(ops, n_steps, net, opt, key)
+        with ops._graph_lock:
+            kept = ops._kept_graphs.get(net)
+            if (kept is not None and kept.graph is not None and ops.graph_error is None
+                    and kept.n_steps == n_steps and kept.key == key
+                    and _same_baked(kept.baked, _baked(net, opt, ops))):
+                kept.restart(opt)
+                return kept
+            ops._kept_graphs.pop(net, None)  # its graph goes now, before another is captured
+            runner = ops._kept_graphs[net] = _EpochGraph(ops, n_steps, net, opt, key)
         return runner
 
 
@@ -766,18 +783,25 @@ def _baked(net, opt, ops) -> tuple[tuple, list]:
     ``(scalars, objects)``.
 
     ``scalars`` are compared by value: the optimizer's class, its ``prescale`` (the learning
-    rate, in the fused update) and every number, flag or string among its attributes.
-    ``objects`` are compared by identity: the parameter arrays and the optimizer's state
-    arrays (the graph reads and writes their memory), the loss and activations (their kernels
-    are in the graph), and the ones vectors of the bias updates (a grown vector replaces the
-    old one, whose memory the graph would still read). Holding ``objects`` also keeps that
-    memory allocated while the graph may run.
+    rate, in the fused update) and every number (NumPy's included), flag, string or None
+    among its attributes and in its attribute lists. ``objects`` are compared by identity:
+    the parameter arrays, every other object the optimizer holds (its state arrays: the
+    graph reads and writes their memory), the loss and activations (their kernels are in the
+    graph), and the ones vectors of the bias updates (a grown vector replaces the old one,
+    whose memory the graph would still read). Holding ``objects`` also keeps that memory
+    allocated while the graph may run.
     """
-    scalars = (type(opt), opt.prescale,
-               tuple(sorted((k, v) for k, v in vars(opt).items()
-                            if v is None or isinstance(v, (bool, int, float, str)))))
-    state = [a for s in opt._state() for a in s]
-    objects = [*net.weights, *net.biases, *state, net.loss, net.output, *net.activations,
+    values, held = [], []
+    for k, v in sorted(vars(opt).items()):
+        items = v if isinstance(v, (list, tuple)) else [v]  # state lists: array by array
+        for x in items:
+            if x is None or isinstance(x, (numbers.Number, np.generic, str)):
+                values.append((k, x))
+            else:  # an array, or any object: compared by identity
+                values.append((k, "object"))
+                held.append(x)
+    scalars = (type(opt), opt.prescale, tuple(values))
+    objects = [*net.weights, *net.biases, *held, net.loss, net.output, *net.activations,
                *getattr(ops, "_ones_by_dtype", {}).values()]
     return scalars, objects
 
@@ -794,7 +818,8 @@ class _EpochGraph:
     ``WeakKeyDictionary`` keyed by the network."""
 
     def __init__(self, ops: CupyOps, n_steps: int, net, opt, key: tuple = ()):
-        self.ops, self.cp = ops, ops.raw
+        self._ops = weakref.ref(ops)  # the ops hold the kept runners: no cycle
+        self.cp = ops.raw
         self.stream, self.pool = ops._graph_stream, ops._graph_pool
         self.n_steps, self.opt, self.key = n_steps, opt, key
         self._net = weakref.ref(net)
@@ -804,6 +829,10 @@ class _EpochGraph:
         self.x = self.y = None
         self._costs = None
         self._count = self.cp.zeros((1,), dtype=self.cp.int32)
+
+    @property
+    def ops(self) -> CupyOps:
+        return self._ops()
 
     @property
     def captured(self) -> bool:
@@ -849,6 +878,7 @@ class _EpochGraph:
                 self.graph = None
                 self.run(step, x, y, i, j)  # if this fails too, the fault was not the capture's
                 ops.graph_error = f"{type(exc).__name__}: {exc}"
+                ops.release_step_graphs()  # no graph runs on these ops any more
                 return
         else:
             self.x[...] = x

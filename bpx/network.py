@@ -150,6 +150,7 @@ class Network:
         # lists are built before either is assigned, so a failure changes nothing
         weights = [be.xp.asarray(be.asarray(w, dtype=dt), copy=True) for w in W]
         biases = [be.xp.asarray(be.asarray(x, dtype=dt), copy=True) for x in b]
+        be.ops.release_step_graphs(self)  # a kept CUDA graph would hold the old arrays
         self.weights, self.biases = weights, biases
 
     @property
@@ -219,6 +220,8 @@ class Network:
         except BaseException:  # nothing moved: the network stays where it was, usable
             self._backend = source
             raise
+        if source.ops is not target.ops:
+            source.ops.release_step_graphs(self)  # its graph and old arrays go with it
         return self
 
     def __getstate__(self) -> dict:

@@ -9,6 +9,8 @@ CUDA device and compares real graph replays with the same training run without t
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -185,6 +187,96 @@ def test_what_a_capture_bakes_in():
                              B._baked(net, sub, ops))
 
 
+def _kept_graph_ops(net):
+    """``net``'s own ops (NumPy) given what CupyOps holds for kept graphs, and a
+    CupyStepGraphs on them: the selection logic without a GPU."""
+    ops = net._backend.ops
+    ops._kept_graphs = weakref.WeakKeyDictionary()
+    ops._graph_lock = threading.Lock()
+    ops.keeps_step_graphs, ops.graph_error = True, None
+    ops._graph_stream = ops._graph_pool = None
+    graphs = object.__new__(B.CupyStepGraphs)
+    graphs.ops = ops
+    return ops, graphs
+
+
+def _captured(graphs, net, opt, n_steps=7, key=(32,)):
+    """The runner ``epoch`` hands back, with a stand-in graph if it has none (as after
+    ``_capture``)."""
+    runner = graphs.epoch(n_steps, net, opt, key)
+    if runner.graph is None:
+        runner.graph, runner.baked = object(), B._baked(net, opt, graphs.ops)
+    return runner
+
+
+def test_a_kept_runner_is_handed_back_only_while_its_capture_holds():
+    net = make_net("numpy")
+    opt = bpx.optimizers.SGD(lr=0.1, momentum=0.9)
+    opt._v = [np.zeros_like(p) for p in (*net.weights, *net.biases)]
+    ops, graphs = _kept_graph_ops(net)
+    first = _captured(graphs, net, opt)
+    first._count[0] = 5
+    assert graphs.epoch(7, net, opt, (32,)) is first  # the next epoch or fit
+    assert first._count[0] == 0  # restarted: its costs go to the array's start
+    same_scalars = bpx.optimizers.SGD(lr=0.1, momentum=0.9)
+    same_scalars._v = opt._v  # an equal optimizer holding the same state arrays
+    assert graphs.epoch(7, net, same_scalars, (32,)) is first
+
+    def nothing():
+        pass
+
+    def set_lr():
+        opt.lr = 0.05
+
+    def set_momentum():
+        opt.momentum = np.float32(0.5)  # a NumPy scalar counts as a value too
+
+    def new_state():
+        opt._v = [v.copy() for v in opt._v]
+
+    def new_weights():
+        net.set_params(*net.get_params())
+
+    def failed_capture():
+        ops.graph_error = "RuntimeError: (test)"
+
+    for change, n_steps, key in [(nothing, 8, (32,)), (nothing, 7, (40,)), (set_lr, 7, (32,)),
+                                 (set_momentum, 7, (32,)), (new_state, 7, (32,)),
+                                 (new_weights, 7, (32,)), (failed_capture, 7, (32,))]:
+        ops.graph_error = None
+        kept = _captured(graphs, net, opt)
+        assert graphs.epoch(7, net, opt, (32,)) is kept
+        change()
+        fresh = graphs.epoch(n_steps, net, opt, key)
+        assert fresh is not kept and fresh.graph is None, change.__name__
+        assert ops._kept_graphs[net] is fresh  # kept in its place, captured at its second step
+    ops.graph_error = None
+    kept = _captured(graphs, net, opt)
+    ops.keeps_step_graphs = False  # benchmarks/paired.py's "off": a runner per epoch
+    assert graphs.epoch(7, net, opt, (32,)) is not kept
+    assert ops._kept_graphs[net] is kept  # left for the "on" epochs
+
+
+def test_replacing_or_moving_the_parameters_drops_the_kept_graph():
+    """A kept graph holds the arrays it was captured with: once the network has others it
+    would only keep the old ones alive."""
+    net = make_net("numpy")
+    opt = bpx.optimizers.SGD(lr=0.1)
+    ops, graphs = _kept_graph_ops(net)
+    kept = _captured(graphs, net, opt)
+    old = kept.baked[1][0]
+    assert old is net.weights[0]
+    net.set_params(*net.get_params())
+    assert net not in ops._kept_graphs
+    _captured(graphs, net, opt)
+    net.to("numpy")  # another backend object: the source ops forget the network
+    assert net not in ops._kept_graphs
+    other = make_net("numpy")
+    _captured(graphs, other, opt)
+    ops.release_step_graphs()
+    assert len(ops._kept_graphs) == 0
+
+
 def test_the_runner_protocol_changes_no_result(graphs, monkeypatch):
     """Through the runner, training gives bit-identical weights and losses."""
     kw = dict(epochs=3, batch_size=48, optimizer="momentum", lr=0.05, clip_norm=5.0)
@@ -323,9 +415,9 @@ def test_fused_descent_in_the_graphs_matches_the_separate_update(cupy_fast_be, m
                         or real(self, *a, **kw))
     fused = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
     assert ops.graph_error is None, ops.graph_error
-    # the first epoch's first step and the capture run the Python code: 3 W and 3 b each,
-    # and each epoch's short last batch
-    assert betas.count(1.0) >= 6 * (2 + 3), betas
+    # the Python code runs for the first epoch's first step and its capture, and for each
+    # epoch's short last batch: 3 W and 3 b updates each; the kept graph replays the rest
+    assert betas.count(1.0) == 6 * (2 + 3), betas
     monkeypatch.setattr(type(ops), "fuses_descent", False)
     betas.clear()
     separate = make_net(cupy_fast_be, dtype).fit(X, Y, **fit)
@@ -356,6 +448,7 @@ def test_a_failed_capture_falls_back_and_says_why(cupy_fast_be, monkeypatch):
     fallen = make_net(cupy_fast_be).fit(X, Y, **fit)
     assert ops.graph_error == "RuntimeError: capture refused (test)"
     assert ops.graph_replays == replays
+    assert len(ops._kept_graphs) == 0  # no graph will run on these ops: none is kept
     monkeypatch.setenv("BPX_CUPY_GRAPHS", "0")
     plain = make_net(cupy_fast_be).fit(X, Y, **fit)
     for a, b in zip(_weights(fallen), _weights(plain)):
@@ -469,12 +562,9 @@ def test_kept_graphs_of_two_networks_do_not_disturb_each_other(cupy_fast_be, mon
 def test_a_kept_graph_goes_with_its_network_and_the_pool_is_released(cupy_fast_be,
                                                                       monkeypatch):
     import gc
-    import weakref
 
-    ops = cupy_fast_be.ops
+    ops = cupy_fast_be.ops  # this test's own backend: no other network keeps a graph on it
     monkeypatch.setattr(ops, "graph_error", None)
-    # the backend is shared by the tests: other tests' networks must not count here
-    monkeypatch.setattr(ops, "_kept_graphs", weakref.WeakKeyDictionary())
     net = make_net(cupy_fast_be, "float32")
     assert _fits(net, [dict(batch_size=32, lr=0.1)]) == [5]
     assert ops._kept_graphs[net].graph is not None
