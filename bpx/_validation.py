@@ -137,8 +137,30 @@ def _numeric_objects(x, a: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(msg) from None
 
 
+class HostRows:
+    """A checked NumPy feature matrix that goes to the device a slice of rows at a time.
+
+    Inference with ``batch_size`` (``predict``, ``predict_proba``, ``evaluate``) reads ``X``
+    through it, so only one batch at a time is converted to the network's dtype and put on
+    its device: a float64 memory map for a float32 network, or a host ``X`` for a network on
+    a GPU, costs one batch more, not a copy of ``X``. It offers what inference reads:
+    ``shape`` and row slices ``X[i:j, ...]``.
+    """
+
+    def __init__(self, X: np.ndarray, be: Backend, dtype: str):
+        self._X, self._be, self._dtype = X, be, be.dtype(dtype)
+        self.shape = X.shape
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        part = self._X[rows]
+        if part.dtype == np.bool_:
+            part = part.astype(np.uint8)
+        return self._be.asarray(part, dtype=self._dtype)
+
+
 def check_features(X, be: Backend, dtype: str, *, name: str = "X",
-                   n_features: int | None = None):
+                   n_features: int | None = None, by_rows: bool = False):
     """Validate a feature matrix and put it on ``be``'s device as ``dtype``.
 
     Parameters
@@ -150,10 +172,13 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
         string and other object arrays, and sparse matrices, are refused.
     n_features : int, optional
         The width the network expects.
+    by_rows : bool
+        For a NumPy ``X``: check it whole, then return a :class:`HostRows` that converts
+        the rows a caller slices, instead of converting ``X`` whole (inference in batches).
 
     Returns
     -------
-    array on ``be.device``, shape (m, n_features), dtype ``dtype``
+    array on ``be.device``, shape (m, n_features), dtype ``dtype`` (or a :class:`HostRows`)
     """
     X = as_array(X, name, numeric=True)
     kind = _kind(X)
@@ -183,6 +208,8 @@ def check_features(X, be: Backend, dtype: str, *, name: str = "X",
         # check on the host, before the cast, so the message can tell NaN from overflow
         if kind == "float":
             _check_finite_host(X, name, dtype)
+        if by_rows:
+            return HostRows(X, be, dtype)
         X = X.astype(np.uint8) if kind == "bool" else X
         return be.asarray(X, dtype=be.dtype(dtype))
     if kind == "bool":

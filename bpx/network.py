@@ -275,13 +275,14 @@ class Network:
     # ---------------------------------------------------------------------------------
     # data preparation
     # ---------------------------------------------------------------------------------
-    def _features(self, X, name: str = "X", *, fit: bool = False):
-        """``X`` checked and on the device. A table with column names (a pandas or polars
-        DataFrame) is checked against ``feature_names``, which the first ``fit`` on one
-        records: the network reads columns by position, so a reordered table would
-        otherwise give other outputs without a word."""
+    def _features(self, X, name: str = "X", *, fit: bool = False, by_rows: bool = False):
+        """``X`` checked and on the device (``by_rows``: a NumPy ``X`` checked, and put on
+        the device a slice of rows at a time, as ``_validation.HostRows``). A table with
+        column names (a pandas or polars DataFrame) is checked against ``feature_names``,
+        which the first ``fit`` on one records: the network reads columns by position, so a
+        reordered table would otherwise give other outputs without a word."""
         Xd = v.check_features(X, self._backend, self.dtype, name=name,
-                              n_features=self.layers[0])
+                              n_features=self.layers[0], by_rows=by_rows)
         names = _column_names(X)
         if names is not None:
             if self.feature_names is None:
@@ -662,7 +663,8 @@ class Network:
         io.save(self, path)
 
     def _output(self, Xd, batch_size: int | None = None):
-        """a^[L] for device features, in chunks of ``batch_size`` rows (None: all at once)."""
+        """a^[L] for device features (or a ``_validation.HostRows``), in chunks of
+        ``batch_size`` rows (None: all at once)."""
         xp, ops = self.xp, self._backend.ops
         m = Xd.shape[0]
         step = m if batch_size is None else batch_size
@@ -691,7 +693,8 @@ class Network:
     def _output_guarded(self, X, batch_size, what: str):
         if batch_size is not None:
             batch_size = v.check_positive_int("batch_size", batch_size)
-        Xd = self._features(X)
+        # in batches, only one batch at a time is converted and put on the device
+        Xd = self._features(X, by_rows=batch_size is not None)
         with self._memory_hint(what, batch_size, Xd.shape[0]):
             return self._output(Xd, batch_size)
 
@@ -735,7 +738,7 @@ class Network:
         """Mean loss, and accuracy for classifiers: ``{"loss": ..., "accuracy": ...}``."""
         if batch_size is not None:
             batch_size = v.check_positive_int("batch_size", batch_size)
-        Xd = self._features(X)
+        Xd = self._features(X, by_rows=batch_size is not None)
         Y, codes = self._targets(y, Xd, fit=False)
         with self._memory_hint("evaluate", batch_size, Xd.shape[0]):
             return training.evaluate(self, Xd, Y, codes, batch_size)

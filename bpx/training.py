@@ -461,7 +461,8 @@ def _deferred_interrupt():
 
 
 def evaluate(net, X, Y, codes, batch_size) -> dict[str, float]:
-    """Mean loss (and accuracy for classifiers) of ``net`` on device arrays X, Y."""
+    """Mean loss (and accuracy for classifiers) of ``net`` on device arrays X, Y (X may be
+    a ``_validation.HostRows``, which puts each batch's rows on the device as it is sliced)."""
     xp, be, ops = net.xp, net._backend, net._backend.ops
     m = X.shape[0]
     step = m if batch_size is None else batch_size

@@ -364,3 +364,21 @@ def test_the_network_enters_its_device_for_all_its_work(clean_env, monkeypatch):
     assert isinstance(be.entered(), contextlib.nullcontext)
     fake = dataclasses.replace(be, name="cupy", device=Recorder())
     assert isinstance(fake.entered(), Recorder)
+
+
+@pytest.mark.parametrize("kind", ["float64", "int64", "bool"])
+def test_inference_in_batches_from_host_data_matches_one_pass(be, kind):
+    """With batch_size, a NumPy X reaches the device one batch at a time (HostRows): the
+    same outputs as one pass over X converted whole, for every input dtype it converts."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 7))
+    X = {"float64": X, "int64": np.rint(X * 3).astype(np.int64), "bool": X > 0}[kind]
+    y = np.arange(300) % 3
+    net = bpx.Network([7, 11, 3], backend=be, dtype="float32", seed=1)
+    net.fit(X[:3], [0, 1, 2], epochs=0)
+    whole = be.to_host(net.predict_proba(X))
+    batched = net.predict_proba(X, batch_size=64)
+    assert be.to_host(batched).shape == (300, 3)
+    np.testing.assert_allclose(be.to_host(batched), whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(net.predict(X, batch_size=64), net.predict(X))
+    assert net.evaluate(X, y, batch_size=64) == pytest.approx(net.evaluate(X, y), rel=1e-5)

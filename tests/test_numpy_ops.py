@@ -423,6 +423,34 @@ def test_predict_holds_two_layers_of_activations_not_all():
     del want
 
 
+def test_inference_in_batches_converts_one_batch_at_a_time():
+    """predict / predict_proba / evaluate with batch_size converted a float64 X whole to a
+    float32 network's dtype first (0.5× X more); now one batch at a time."""
+    import bpx
+
+    net = bpx.Network([50, 16, 3], backend="numpy", dtype="float32", seed=0)
+    X = np.random.default_rng(3).standard_normal((40_000, 50))  # float64, 16 MB
+    y = np.arange(40_000) % 3
+    net.fit(X[:3], [0, 1, 2], epochs=0)
+    whole = net.predict_proba(X)
+    calls = {
+        "predict_proba": lambda: net.predict_proba(X, batch_size=500),
+        "predict": lambda: net.predict(X, batch_size=500),
+        "evaluate": lambda: net.evaluate(X, y, batch_size=500),
+    }
+    for name, call in calls.items():
+        call()  # warms up
+        peak = _peak_bytes(call)
+        # the outputs (40,000 × 3) and the one-hot y of evaluate are allowed; a float32
+        # copy of X (8 MB) is not
+        assert peak < X.nbytes / 8, (name, peak)
+    # (products over 500 rows and over all of them may round differently: BLAS blocking)
+    np.testing.assert_allclose(net.predict_proba(X, batch_size=500), whole, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(net.predict(X[:2000], batch_size=7), net.predict(X[:2000]))
+    assert net.evaluate(X, y, batch_size=500) == pytest.approx(net.evaluate(X, y), rel=1e-6)
+
+
 def test_the_finite_check_makes_no_input_sized_temporary():
     """np.isfinite(X) made a bool array of X's size on every fit / predict / evaluate."""
     import bpx
