@@ -152,7 +152,10 @@ class HostRows:
         self.shape = X.shape
 
     def __getitem__(self, key):
-        rows = key[0] if isinstance(key, tuple) else key
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if not isinstance(rows, slice) or any(k is not Ellipsis for k in rest):
+            msg = f"HostRows takes row slices X[i:j, ...], got {key!r}"
+            raise TypeError(msg)
         part = self._X[rows]
         if part.dtype == np.bool_:
             part = part.astype(np.uint8)

@@ -236,6 +236,12 @@ class Ops:
                 kept.clear()
             else:
                 kept.pop(net, None)
+            # outside a fit (EarlyStopping's restore, a later set_params) no fit's end will
+            # free the scratch: with no graph left, the pool's blocks go back now (every
+            # fit synchronized its stream on exit, so no replay still uses them)
+            if self._graph_fits == 0 and self._graph_pool is not None and not any(
+                    r.graph is not None for r in list(kept.values())):
+                self._graph_pool.free_all_blocks()
 
 
 class InplaceOps(Ops):

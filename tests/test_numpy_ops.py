@@ -521,3 +521,19 @@ def test_concurrent_predictions_on_one_network_equal_sequential_ones():
         t.join(60)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_host_rows_take_row_slices_only():
+    """HostRows (inference in batches) offers shape and X[i:j, ...]; any other key is
+    refused, not read as rows with the columns dropped."""
+    from bpx import _validation as v
+    from bpx import backend as B
+
+    X = np.arange(12.0).reshape(4, 3)
+    rows = v.HostRows(X, B.resolve("numpy"), "float32")
+    assert rows.shape == (4, 3)
+    np.testing.assert_array_equal(rows[1:3, ...], X[1:3].astype(np.float32))
+    np.testing.assert_array_equal(rows[1:3], X[1:3].astype(np.float32))
+    for key in [(slice(0, 2), 0), 2, (slice(None), slice(0, 1))]:
+        with pytest.raises(TypeError, match=r"row slices X\[i:j, \.\.\.\]"):
+            rows[key]

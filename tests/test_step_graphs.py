@@ -195,6 +195,7 @@ def _kept_graph_ops(net):
     ops._graph_lock = threading.Lock()
     ops.keeps_step_graphs, ops.graph_error = True, None
     ops._graph_stream = ops._graph_pool = None
+    ops._graph_fits = 0
     graphs = object.__new__(B.CupyStepGraphs)
     graphs.ops = ops
     return ops, graphs
@@ -273,8 +274,22 @@ def test_replacing_or_moving_the_parameters_drops_the_kept_graph():
     assert net not in ops._kept_graphs
     other = make_net("numpy")
     _captured(graphs, other, opt)
+
+    class Pool:  # what release_step_graphs asks of the private pool
+        freed = 0
+
+        def free_all_blocks(self):
+            self.freed += 1
+
+    ops._graph_pool = pool = Pool()
+    ops._graph_fits = 1  # inside a fit: its end frees the scratch, not this call
+    ops.release_step_graphs(net)
+    assert pool.freed == 0 and other in ops._kept_graphs
+    ops._graph_fits = 0  # after the fits (EarlyStopping's restore, a later set_params)
+    ops.release_step_graphs(net)
+    assert pool.freed == 0  # `other` still holds a graph in that scratch
     ops.release_step_graphs()
-    assert len(ops._kept_graphs) == 0
+    assert len(ops._kept_graphs) == 0 and pool.freed == 1
 
 
 def test_the_runner_protocol_changes_no_result(graphs, monkeypatch):
