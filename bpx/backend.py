@@ -237,11 +237,17 @@ class Ops:
             else:
                 kept.pop(net, None)
             # outside a fit (EarlyStopping's restore, a later set_params) no fit's end will
-            # free the scratch: with no graph left, the pool's blocks go back now (every
-            # fit synchronized its stream on exit, so no replay still uses them)
-            if self._graph_fits == 0 and self._graph_pool is not None and not any(
-                    r.graph is not None for r in list(kept.values())):
-                self._graph_pool.free_all_blocks()
+            # free the scratch: with no graph left, the pool's blocks go back now
+            _free_idle_graph_pool(self)
+
+
+def _free_idle_graph_pool(ops) -> None:
+    """Give the captures' private pool back to the device when no fit is running on these
+    ops and no kept runner holds a graph (every fit synchronized its stream on exit, so no
+    replay still uses the scratch). Called with ``ops._graph_lock`` held."""
+    if ops._graph_fits == 0 and ops._graph_pool is not None and not any(
+            r.graph is not None for r in list(ops._kept_graphs.values())):
+        ops._graph_pool.free_all_blocks()
 
 
 class InplaceOps(Ops):
@@ -759,9 +765,7 @@ class CupyStepGraphs:
             self.stream.__exit__(*exc)
             with ops._graph_lock:
                 ops._graph_fits -= 1
-                if ops._graph_fits == 0 and not any(
-                        r.graph is not None for r in list(ops._kept_graphs.values())):
-                    self.pool.free_all_blocks()
+                _free_idle_graph_pool(ops)
         return False
 
     def epoch(self, n_steps: int, net, opt, key: tuple = ()) -> _EpochGraph:
@@ -777,7 +781,7 @@ class CupyStepGraphs:
             if (kept is not None and kept.graph is not None and ops.graph_error is None
                     and kept.n_steps == n_steps and kept.key == key
                     and _same_baked(kept.baked, _baked(net, opt, ops))):
-                kept.restart(opt)
+                kept.restart()
                 return kept
             ops._kept_graphs.pop(net, None)  # its graph goes now, before another is captured
             runner = ops._kept_graphs[net] = _EpochGraph(ops, n_steps, net, opt, key)
@@ -827,7 +831,8 @@ class _EpochGraph:
         self._ops = weakref.ref(ops)  # the ops hold the kept runners: no cycle
         self.cp = ops.raw
         self.stream, self.pool = ops._graph_stream, ops._graph_pool
-        self.n_steps, self.opt, self.key = n_steps, opt, key
+        self.n_steps, self.key = n_steps, key
+        self.opt = opt  # until the capture: what it baked in is then in ``baked``
         self._net = weakref.ref(net)
         self.dtype = net.dtype
         self.graph = None
@@ -845,10 +850,8 @@ class _EpochGraph:
         """Whether a graph is ready, so that even the epoch's first step can replay it."""
         return self.graph is not None and self.ops.graph_error is None
 
-    def restart(self, opt) -> None:
-        """Start another epoch with this graph (``opt``: the fit's optimizer, equal in all
-        the graph baked in): its steps' costs go to the start of the array."""
-        self.opt = opt
+    def restart(self) -> None:
+        """Start another epoch with this graph: its steps' costs go to the array's start."""
         self._count.fill(0)  # queued on the graph stream, after the last epoch's reads
 
     def _store(self, c) -> None:
@@ -915,6 +918,7 @@ class _EpochGraph:
             raise RuntimeError(msg)
         self.graph = graph
         self.baked = _baked(net, self.opt, self.ops)
+        self.opt = None
 
 
 def _rows_ok(x) -> bool:
